@@ -12,6 +12,7 @@ __all__ = [
     "ProtocolError",
     "ReactiveTasksError",
     "TaskNotFound",
+    "TransientFault",
 ]
 
 
@@ -77,3 +78,15 @@ class ProtocolError(BackendError):
 
 class BackendUnavailable(BackendError):
     """Transient faults outlasted the retry budget; `__cause__` holds the last one."""
+
+
+class TransientFault(ReactiveTasksError):
+    """A fault worth retrying (5xx, 429, a JSON-RPC server error); raised by backends' fetches.
+
+    The engine retries it with backoff; it never reaches a subscriber except as the cause of
+    ``BackendUnavailable``. ``retry_after`` is the server's requested wait in seconds, if any.
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

@@ -1,0 +1,545 @@
+"""The poll hub: one loop per backend and event loop that polls every watched task.
+
+A hub keeps one *watch* per task (ref-counted by its subscriptions), polls due tasks together
+through the source's ``fetch_many``, turns answers into events when the change key moves, and
+applies the poll policy to faults. All timers live on the hub's asyncio loop; nothing here starts
+a thread. Backends plug in through the small ``PollSource`` protocol and are never imported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import math
+import random
+from collections.abc import AsyncIterator, Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar
+
+import httpx
+import reactivex
+from pydantic import ValidationError
+from reactivex import Observable, abc
+from reactivex.disposable import Disposable
+
+from ._errors import (
+    BackendError,
+    BackendUnavailable,
+    ObservationTimeout,
+    ProtocolError,
+    TaskNotFound,
+    TransientFault,
+)
+from ._models import TaskEvent, TaskState
+from ._policy import PollPolicy
+from ._runtime import current_or_background_loop, in_loop_thread
+from ._transport import ResponseTooLarge
+
+__all__ = [
+    "Outcome",
+    "PollHub",
+    "PollSource",
+    "Reading",
+    "TaskRef",
+    "fetch_once",
+    "is_transient",
+    "observe_ref",
+]
+
+logger = logging.getLogger("reactive_tasks")
+
+S = TypeVar("S")
+S_co = TypeVar("S_co", covariant=True)
+
+_TICK_SLACK = 0.002  # polls due within this many seconds of a tick join its batch
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRef:
+    """What identifies one watched task: its id plus any extra identity (a deal id, a pool)."""
+
+    task_id: str
+    identity: tuple[tuple[str, str], ...] = ()
+
+    def get(self, name: str) -> str | None:
+        """The extra identity value ``name``, or None."""
+        for key, value in self.identity:
+            if key == name:
+                return value
+        return None
+
+
+class Reading(NamedTuple):
+    """A backend's reading of one snapshot in the shared vocabulary."""
+
+    state: TaskState
+    native_status: str
+    progress: float | None = None
+    message: str | None = None
+
+
+Outcome = tuple[TaskRef, "S | BaseException"]
+
+
+class PollSource(Protocol):
+    """What the engine needs from a backend; ``backends._base.Backend`` implements it."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def max_batch(self) -> int | None: ...
+
+    def fetch_many(self, refs: Sequence[TaskRef]) -> AsyncIterator[tuple[TaskRef, Any]]: ...
+
+    def interpret(self, snapshot: Any, ref: TaskRef) -> Reading: ...
+
+    def change_key(self, snapshot: Any, reading: Reading) -> Hashable: ...
+
+    def display_id(self, task_id: str) -> str: ...
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for faults worth another try: transport errors, timeouts, 5xx/429 answers."""
+    if isinstance(exc, ResponseTooLarge):
+        return False
+    return isinstance(exc, TransientFault | httpx.TransportError | TimeoutError | OSError)
+
+
+class _Retry(NamedTuple):
+    delay: float
+
+
+class _Fail(NamedTuple):
+    error: BaseException
+
+
+def _decide(
+    source: PollSource,
+    ref: TaskRef,
+    exc: BaseException,
+    failures: int,
+    age: float,
+    policy: PollPolicy,
+) -> _Retry | _Fail:
+    """What to do after a failed poll: retry after a delay, or give up with a typed error.
+
+    ``failures`` already counts this failure; ``age`` is how long the task has been watched.
+    """
+    shown = source.display_id(ref.task_id)
+    if isinstance(exc, TaskNotFound) and age < policy.creation_grace:
+        return _Retry(min(policy.interval, max(policy.creation_grace - age, 0.0)))
+    if isinstance(exc, BackendError):
+        return _Fail(exc)
+    if is_transient(exc):
+        if policy.exhausted(failures):
+            gave_up = BackendUnavailable(
+                f"gave up after {failures} consecutive failed polls; last: {_describe(exc)}",
+                backend=source.name,
+                task_id=shown,
+            )
+            gave_up.__cause__ = exc
+            return _Fail(gave_up)
+        retry_after = exc.retry_after if isinstance(exc, TransientFault) else None
+        return _Retry(policy.retry_delay(failures, retry_after))
+    err = ProtocolError(
+        f"could not read the answer: {_describe(exc)}", backend=source.name, task_id=shown
+    )
+    err.__cause__ = exc
+    return _Fail(err)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, ValidationError):
+        return f"response does not validate ({exc.error_count()} errors)"
+    text = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if not isinstance(exc, TransientFault) else text
+
+
+def _make_event(
+    source: PollSource, ref: TaskRef, snapshot: Any, reading: Reading, sequence: int
+) -> TaskEvent[Any]:
+    return TaskEvent[Any](
+        backend=source.name,
+        task_id=ref.task_id,
+        kind=reading.state.event_kind,
+        state=reading.state,
+        native_status=reading.native_status,
+        progress=reading.progress,
+        message=reading.message,
+        observed_at=datetime.now(UTC),
+        sequence=sequence,
+        snapshot=snapshot,
+    )
+
+
+def _read(source: PollSource, ref: TaskRef, snapshot: Any) -> tuple[Reading, Hashable]:
+    """Interpret a snapshot; anything a backend cannot read becomes a ``ProtocolError``."""
+    try:
+        reading = source.interpret(snapshot, ref)
+        return reading, source.change_key(snapshot, reading)
+    except BackendError:
+        raise
+    except Exception as exc:
+        err = ProtocolError(
+            f"could not interpret the answer: {_describe(exc)}",
+            backend=source.name,
+            task_id=source.display_id(ref.task_id),
+        )
+        raise err from exc
+
+
+async def fetch_once(source: PollSource, ref: TaskRef, policy: PollPolicy) -> TaskEvent[S]:
+    """One fresh reading of one task, retrying transient faults under ``policy``."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    failures = 0
+    while True:
+        outcome: Any = TransientFault("no answer for the task")
+        async for got_ref, got in source.fetch_many([ref]):
+            if got_ref == ref:
+                outcome = got
+        if not isinstance(outcome, BaseException):
+            reading, _ = _read(source, ref, outcome)
+            event: TaskEvent[S] = _make_event(source, ref, outcome, reading, 0)
+            return event
+        failures += 1
+        decision = _decide(source, ref, outcome, failures, loop.time() - started, policy)
+        if isinstance(decision, _Fail):
+            raise decision.error
+        await asyncio.sleep(decision.delay)
+
+
+@dataclass(eq=False)
+class _Subscription:
+    observer: abc.ObserverBase[Any]
+    policy: PollPolicy
+    watch: _Watch | None = None
+    timer: asyncio.TimerHandle | None = None
+    disposed: bool = False
+
+
+@dataclass(eq=False)
+class _Watch:
+    ref: TaskRef
+    started: float
+    subs: list[_Subscription] = field(default_factory=list)
+    policy: PollPolicy = field(default_factory=PollPolicy)
+    last_event: TaskEvent[Any] | None = None
+    last_key: Hashable = None
+    sequence: int = 0
+    failures: int = 0
+    next_due: float = 0.0
+    in_flight: bool = False
+    closed: bool = False
+    batch: asyncio.Task[None] | None = None
+
+
+class PollHub(Generic[S]):
+    """Polls every task watched through one backend on one event loop.
+
+    Must be used from its loop's thread only; ``observe_ref`` hops there as needed.
+    """
+
+    def __init__(self, source: PollSource, loop: asyncio.AbstractEventLoop) -> None:
+        self._source = source
+        self._loop = loop
+        self._watches: dict[TaskRef, _Watch] = {}
+        self._heap: list[tuple[float, int, _Watch]] = []
+        self._counter = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_when = math.inf
+        self._batches: dict[asyncio.Task[None], int] = {}  # batch -> members still waiting
+        self._epoch = loop.time()
+        self._phase = random.random()
+
+    @property
+    def watched(self) -> int:
+        """How many distinct tasks are being polled."""
+        return len(self._watches)
+
+    # -- subscriptions -------------------------------------------------------------------
+
+    def add(self, ref: TaskRef, sub: _Subscription) -> None:
+        """Start delivering ``ref``'s events to ``sub``, sharing any poll already running."""
+        if sub.disposed:
+            return
+        now = self._loop.time()
+        watch = self._watches.get(ref)
+        if watch is None:
+            watch = _Watch(ref=ref, started=now, policy=sub.policy, next_due=now)
+            self._watches[ref] = watch
+            watch.subs.append(sub)
+            self._push(watch)
+        else:
+            watch.subs.append(sub)
+            if sub.policy.interval < watch.policy.interval:
+                watch.policy = sub.policy
+                if not watch.in_flight and watch.failures == 0:
+                    sooner = self._aligned(now, sub.policy)
+                    if sooner < watch.next_due:
+                        watch.next_due = sooner
+                        self._push(watch)
+        sub.watch = watch
+        if sub.policy.timeout is not None:
+            sub.timer = self._loop.call_later(sub.policy.timeout, self._time_out, sub)
+        if watch.last_event is not None:
+            self._deliver(sub, watch.last_event)
+
+    def remove(self, sub: _Subscription) -> None:
+        """Stop ``sub``; when it was a task's last subscription, stop polling that task now."""
+        sub.disposed = True
+        if sub.timer is not None:
+            sub.timer.cancel()
+            sub.timer = None
+        watch = sub.watch
+        if watch is None or watch.closed:
+            return
+        if sub in watch.subs:
+            watch.subs.remove(sub)
+        if watch.subs:
+            watch.policy = min((s.policy for s in watch.subs), key=lambda p: p.interval)
+        else:
+            self._drop(watch)
+
+    def close(self) -> None:
+        """Stop every poll without notifying subscribers (the backend is being closed)."""
+        for watch in list(self._watches.values()):
+            for sub in watch.subs:
+                sub.disposed = True
+                if sub.timer is not None:
+                    sub.timer.cancel()
+            self._drop(watch)
+
+    def _time_out(self, sub: _Subscription) -> None:
+        watch = sub.watch
+        observer = sub.observer
+        self.remove(sub)
+        task = self._source.display_id(watch.ref.task_id) if watch else "?"
+        self._call(
+            observer.on_error,
+            ObservationTimeout(
+                f"{self._source.name} task {task} reached no terminal state "
+                f"within {sub.policy.timeout} s"
+            ),
+        )
+
+    def _drop(self, watch: _Watch) -> None:
+        watch.closed = True
+        watch.subs.clear()
+        self._watches.pop(watch.ref, None)
+        if watch.batch is not None:
+            self._leave_batch(watch, cancel_empty=True)
+        if not self._watches:
+            self._heap.clear()
+            self._disarm()
+
+    # -- scheduling ----------------------------------------------------------------------
+
+    def _aligned(self, now: float, policy: PollPolicy) -> float:
+        """The next tick of ``policy``'s grid, so that tasks on one interval batch together."""
+        interval = policy.interval
+        origin = self._epoch + self._phase * policy.jitter * interval
+        due = origin + (math.floor((now - origin) / interval) + 1) * interval
+        if due - now < interval / 2:
+            due += interval
+        return due
+
+    def _push(self, watch: _Watch) -> None:
+        self._counter += 1
+        heapq.heappush(self._heap, (watch.next_due, self._counter, watch))
+        if watch.next_due < self._timer_when:
+            self._arm(watch.next_due)
+
+    def _arm(self, when: float) -> None:
+        self._disarm()
+        self._timer_when = when
+        self._timer = self._loop.call_at(when, self._tick)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = None
+        self._timer_when = math.inf
+
+    def _valid(self, due: float, watch: _Watch) -> bool:
+        return not watch.closed and not watch.in_flight and watch.next_due == due
+
+    def _tick(self) -> None:
+        self._timer = None
+        self._timer_when = math.inf
+        horizon = self._loop.time() + _TICK_SLACK
+        due: list[_Watch] = []
+        heap = self._heap
+        while heap and heap[0][0] <= horizon:
+            when, _, watch = heapq.heappop(heap)
+            if self._valid(when, watch):
+                watch.in_flight = True
+                due.append(watch)
+        while heap and not self._valid(heap[0][0], heap[0][2]):
+            heapq.heappop(heap)
+        if heap:
+            self._arm(heap[0][0])
+        size = self._source.max_batch or len(due) or 1
+        for start in range(0, len(due), size):
+            chunk = due[start : start + size]
+            task = self._loop.create_task(self._run_batch(chunk))
+            self._batches[task] = len(chunk)
+            for watch in chunk:
+                watch.batch = task
+
+    def _leave_batch(self, watch: _Watch, *, cancel_empty: bool) -> None:
+        task, watch.batch = watch.batch, None
+        if task is None or task not in self._batches:
+            return
+        self._batches[task] -= 1
+        if self._batches[task] <= 0 and cancel_empty:
+            task.cancel()
+
+    # -- polling -------------------------------------------------------------------------
+
+    async def _run_batch(self, chunk: list[_Watch]) -> None:
+        pending = {w.ref: w for w in chunk}
+        cancelled = False
+        try:
+            async for ref, outcome in self._source.fetch_many(list(pending)):
+                watch = pending.pop(ref, None)
+                if watch is not None:
+                    self._settle(watch, outcome)
+        except asyncio.CancelledError:
+            cancelled = True
+            raise
+        except Exception as exc:  # a batch-wide failure counts against every task in it
+            for watch in list(pending.values()):
+                self._settle(watch, exc)
+            pending.clear()
+        finally:
+            current = asyncio.current_task()
+            if current is not None:
+                self._batches.pop(current, None)
+            if not cancelled:
+                for watch in pending.values():
+                    self._settle(watch, TransientFault("the batch answer left this task out"))
+
+    def _settle(self, watch: _Watch, outcome: object) -> None:
+        watch.in_flight = False
+        if watch.batch is not None:
+            self._leave_batch(watch, cancel_empty=False)
+        if watch.closed:
+            return
+        now = self._loop.time()
+        policy = watch.policy
+        if isinstance(outcome, BaseException):
+            watch.failures += 1
+            decision = _decide(
+                self._source, watch.ref, outcome, watch.failures, now - watch.started, policy
+            )
+            if isinstance(decision, _Fail):
+                self._fail(watch, decision.error)
+                return
+            watch.next_due = now + decision.delay
+            self._push(watch)
+            return
+        watch.failures = 0
+        try:
+            reading, key = _read(self._source, watch.ref, outcome)
+            if watch.last_event is None or key != watch.last_key:
+                event = _make_event(self._source, watch.ref, outcome, reading, watch.sequence)
+            else:
+                event = None
+        except Exception as exc:
+            self._fail(watch, exc if isinstance(exc, BackendError) else _wrap(self, watch, exc))
+            return
+        if event is not None:
+            watch.sequence += 1
+            watch.last_key = key
+            watch.last_event = event
+            for sub in list(watch.subs):
+                self._deliver(sub, event)
+        if reading.state.terminal:
+            self._complete(watch)
+            return
+        if not watch.closed:
+            watch.next_due = self._aligned(now, policy)
+            self._push(watch)
+
+    def _complete(self, watch: _Watch) -> None:
+        subs = list(watch.subs)
+        self._drop(watch)
+        for sub in subs:
+            if sub.timer is not None:
+                sub.timer.cancel()
+            if not sub.disposed:
+                sub.disposed = True
+                self._call(sub.observer.on_completed)
+
+    def _fail(self, watch: _Watch, error: BaseException) -> None:
+        subs = list(watch.subs)
+        self._drop(watch)
+        for sub in subs:
+            if sub.timer is not None:
+                sub.timer.cancel()
+            if not sub.disposed:
+                sub.disposed = True
+                self._call(sub.observer.on_error, error)
+
+    def _deliver(self, sub: _Subscription, event: TaskEvent[Any]) -> None:
+        if not sub.disposed:
+            self._call(sub.observer.on_next, event)
+
+    @staticmethod
+    def _call(fn: Callable[..., None], *args: Any) -> None:
+        """Run a subscriber callback; its exceptions are logged, never break the poll loop."""
+        try:
+            fn(*args)
+        except Exception:
+            logger.exception("a subscriber's callback raised; the observation goes on")
+
+
+def _wrap(hub: PollHub[Any], watch: _Watch, exc: BaseException) -> ProtocolError:
+    err = ProtocolError(
+        f"could not read the answer: {_describe(exc)}",
+        backend=hub._source.name,
+        task_id=hub._source.display_id(watch.ref.task_id),
+    )
+    err.__cause__ = exc
+    return err
+
+
+def observe_ref(
+    hub_for: Callable[[asyncio.AbstractEventLoop], PollHub[S]],
+    ref: TaskRef,
+    policy: PollPolicy,
+) -> Observable[TaskEvent[S]]:
+    """A cold Observable of ``ref``'s events, polled by the hub of the subscriber's loop.
+
+    Subscribing inside a running event loop polls on that loop; anywhere else on the shared
+    background loop. Events arrive on the polling loop's thread.
+    """
+
+    def subscribe(
+        observer: abc.ObserverBase[TaskEvent[S]],
+        scheduler: abc.SchedulerBase | None = None,
+    ) -> abc.DisposableBase:
+        loop = current_or_background_loop()
+        hub = hub_for(loop)
+        sub = _Subscription(observer=observer, policy=policy)
+        if in_loop_thread(loop):
+            hub.add(ref, sub)
+        else:
+            loop.call_soon_threadsafe(hub.add, ref, sub)
+
+        def dispose() -> None:
+            if sub.disposed and sub.watch is None:
+                return
+            sub.disposed = True
+            if in_loop_thread(loop):
+                hub.remove(sub)
+            elif not loop.is_closed():
+                loop.call_soon_threadsafe(hub.remove, sub)
+
+        return Disposable(dispose)
+
+    return reactivex.create(subscribe)

@@ -1,0 +1,324 @@
+"""Backend: the base every API backend subclasses; it only has to translate.
+
+A subclass implements ``validate_task_id``, ``fetch`` and ``interpret`` (and ``fetch_many`` where
+its API answers many tasks at once). Everything else — polling, retries, sharing, loops, the HTTP
+client — comes from here and from the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import threading
+import time
+import weakref
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Hashable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Generic, TypeVar
+
+import httpx
+from pydantic import BaseModel, ValidationError
+from reactivex import Observable
+
+from .._engine import PollHub, Reading, TaskRef, fetch_once, observe_ref
+from .._errors import AuthenticationError, ConfigurationError, ProtocolError, TransientFault
+from .._models import SnapshotT, TaskEvent
+from .._policy import PollPolicy
+from .._redact import protect_query_params, redact_url
+from .._runtime import background_loop
+from .._transport import AiohttpTransport, ResponseTooLarge
+
+__all__ = ["Backend", "Reading", "TaskRef", "TransientFault", "parse_retry_after"]
+
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass
+class _LoopScope:
+    """What a backend keeps per event loop: an HTTP client, a concurrency cap and a poll hub."""
+
+    client: httpx.AsyncClient
+    owns_client: bool
+    limiter: asyncio.Semaphore
+    hub: PollHub[Any]
+
+
+class Backend(ABC, Generic[SnapshotT]):
+    """Base of every backend: observe, status and the HTTP plumbing, shared by all APIs."""
+
+    name: ClassVar[str] = "backend"
+    #: How many task ids one ``fetch_many`` call may take; None for no limit.
+    max_batch: ClassVar[int | None] = None
+    #: Query parameters that carry secrets, kept out of httpx's request logs.
+    secret_query_params: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        policy: PollPolicy | None = None,
+        client: httpx.AsyncClient | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        headers: Mapping[str, str] | None = None,
+        max_concurrency: int = 32,
+    ) -> None:
+        if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
+            raise ConfigurationError(
+                f"{type(self).__name__} needs an http(s) base URL, "
+                f"got {redact_url(str(base_url))!r}"
+            )
+        if policy is not None and not isinstance(policy, PollPolicy):
+            raise ConfigurationError("policy must be a PollPolicy")
+        if max_concurrency < 1:
+            raise ConfigurationError("max_concurrency must be at least 1")
+        if client is not None and transport is not None:
+            raise ConfigurationError("give a client or a transport, not both")
+        self.base_url = base_url.rstrip("/")
+        self.policy = policy or PollPolicy()
+        self._client = client
+        self._transport = transport
+        self._headers = dict(headers or {})
+        self._max_concurrency = max_concurrency
+        self._scopes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopScope] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._lock = threading.Lock()
+        if self.secret_query_params:
+            protect_query_params(*self.secret_query_params)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(base_url={redact_url(self.base_url)!r})"
+
+    # -- what a subclass implements ----------------------------------------------------------
+
+    @abstractmethod
+    def validate_task_id(self, task_id: str) -> str:
+        """Return the canonical form of ``task_id`` or raise ``InvalidTaskId``; no I/O."""
+
+    @abstractmethod
+    async def fetch(self, ref: TaskRef) -> SnapshotT:
+        """Read one task's current state from the API as a validated snapshot."""
+
+    @abstractmethod
+    def interpret(self, snapshot: SnapshotT, ref: TaskRef) -> Reading:
+        """Translate a snapshot into the shared vocabulary (state, native status, progress)."""
+
+    def change_key(self, snapshot: SnapshotT, reading: Reading) -> Hashable:
+        """What must differ between two polls for a new event; timestamps never count."""
+        return reading
+
+    def display_id(self, task_id: str) -> str:
+        """How ``task_id`` appears in errors and logs (a backend may shorten secret ids)."""
+        return task_id
+
+    def task_ref(self, task_id: str, **identity: str | None) -> TaskRef:
+        """Validate ``task_id`` and bind any extra identity (a deal id, a compute pool)."""
+        canonical = self.validate_task_id(task_id)
+        extra = tuple(sorted((k, v) for k, v in identity.items() if v is not None))
+        return TaskRef(canonical, extra)
+
+    async def fetch_many(
+        self, refs: Sequence[TaskRef]
+    ) -> AsyncIterator[tuple[TaskRef, SnapshotT | BaseException]]:
+        """Read many tasks, yielding each answer as it arrives (or the error that replaced it).
+
+        The default fans out ``fetch`` under the backend's concurrency cap; APIs that answer many
+        tasks in one request override it.
+        """
+        limiter = self._scope().limiter
+        if len(refs) == 1:
+            async with limiter:
+                yield refs[0], await _capture(self.fetch(refs[0]))
+            return
+        results: asyncio.Queue[tuple[TaskRef, SnapshotT | BaseException]] = asyncio.Queue()
+
+        async def one(ref: TaskRef) -> None:
+            async with limiter:
+                results.put_nowait((ref, await _capture(self.fetch(ref))))
+
+        tasks = [asyncio.ensure_future(one(ref)) for ref in refs]
+        try:
+            for _ in range(len(tasks)):
+                yield await results.get()
+        finally:
+            for task in tasks:
+                task.cancel()
+
+    # -- the public API ----------------------------------------------------------------------
+
+    def observe(
+        self, task_id: str, *, policy: PollPolicy | None = None
+    ) -> Observable[TaskEvent[SnapshotT]]:
+        """A cold Observable of ``task_id``'s changes; a bad id raises ``InvalidTaskId`` now."""
+        return self._observe(self.task_ref(task_id), policy)
+
+    async def status(self, task_id: str) -> TaskEvent[SnapshotT]:
+        """One fresh reading of a task (like iExec's ``show``), transient faults retried."""
+        return await self._status(self.task_ref(task_id))
+
+    def _observe(
+        self, ref: TaskRef, policy: PollPolicy | None
+    ) -> Observable[TaskEvent[SnapshotT]]:
+        if policy is not None and not isinstance(policy, PollPolicy):
+            raise ConfigurationError("policy must be a PollPolicy")
+        return observe_ref(self._hub_for, ref, policy or self.policy)
+
+    async def _status(self, ref: TaskRef) -> TaskEvent[SnapshotT]:
+        return await fetch_once(self, ref, self.policy)
+
+    async def aclose(self) -> None:
+        """Stop every poll of this backend and close its HTTP connections."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            scopes = dict(self._scopes)
+            self._scopes.clear()
+        for owner, scope in scopes.items():
+            if owner is loop:
+                await _close_scope(scope)
+            elif not owner.is_closed() and owner.is_running():
+                future = asyncio.run_coroutine_threadsafe(_close_scope(scope), owner)
+                await asyncio.wrap_future(future)
+
+    def close(self) -> None:
+        """Blocking ``aclose`` for code outside any event loop."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            raise RuntimeError("close() inside a running event loop; use `await aclose()`")
+        asyncio.run_coroutine_threadsafe(self.aclose(), background_loop()).result(timeout=10)
+
+    async def __aenter__(self) -> Backend[SnapshotT]:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    # -- HTTP plumbing for subclasses --------------------------------------------------------
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        """The HTTP client of the running event loop."""
+        return self._scope().client
+
+    async def send(
+        self,
+        method: str,
+        path_or_url: str,
+        *,
+        task_id: str | None = None,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+        stream: bool = False,
+    ) -> httpx.Response:
+        """Send a request; 5xx and 429 raise ``TransientFault``, 401/403 ``AuthenticationError``.
+
+        Other statuses come back for the subclass to read. A relative path is joined to
+        ``base_url``.
+        """
+        url = path_or_url if "://" in path_or_url else self.base_url + path_or_url
+        merged = {**self._headers, **(headers or {})}
+        request = self.http.build_request(method, url, params=params, json=json, headers=merged)
+        if stream:
+            request.extensions["stream"] = True
+        try:
+            response = await self.http.send(request, stream=stream)
+        except ResponseTooLarge as exc:
+            raise self.protocol_error(str(exc), task_id) from None
+        code = response.status_code
+        if code == 429 or code >= 500:
+            if stream:
+                await response.aclose()
+            raise TransientFault(
+                f"HTTP {code} from {self.name}",
+                retry_after=parse_retry_after(response.headers.get("retry-after")),
+            )
+        if code in (401, 403):
+            if stream:
+                await response.aclose()
+            raise AuthenticationError(
+                f"HTTP {code}: the API refused the credentials",
+                backend=self.name,
+                task_id=None if task_id is None else self.display_id(task_id),
+            )
+        return response
+
+    def parse(self, model: type[M], content: bytes | str | Any, task_id: str | None = None) -> M:
+        """Validate an answer against ``model``; anything off-shape is a ``ProtocolError``."""
+        try:
+            if isinstance(content, bytes | str):
+                return model.model_validate_json(content)
+            return model.model_validate(content)
+        except ValidationError as exc:
+            detail = ""
+            for first in exc.errors()[:1]:
+                where = ".".join(str(p) for p in first["loc"]) or "the top level"
+                detail = f" at {where!r}: {first['msg']}"
+            raise self.protocol_error(
+                f"the answer does not match {model.__name__}{detail}", task_id
+            ) from None
+
+    def protocol_error(self, message: str, task_id: str | None = None) -> ProtocolError:
+        """A ``ProtocolError`` naming this backend and the (displayed) task id."""
+        shown = None if task_id is None else self.display_id(task_id)
+        return ProtocolError(message, backend=self.name, task_id=shown)
+
+    # -- per-loop resources ------------------------------------------------------------------
+
+    def _scope(self) -> _LoopScope:
+        return self._scope_for(asyncio.get_running_loop())
+
+    def _hub_for(self, loop: asyncio.AbstractEventLoop) -> PollHub[Any]:
+        return self._scope_for(loop).hub
+
+    def _scope_for(self, loop: asyncio.AbstractEventLoop) -> _LoopScope:
+        with self._lock:
+            scope = self._scopes.get(loop)
+            if scope is None:
+                scope = self._new_scope(loop)
+                self._scopes[loop] = scope
+            return scope
+
+    def _new_scope(self, loop: asyncio.AbstractEventLoop) -> _LoopScope:
+        if self._client is not None:
+            client, owns = self._client, False
+        else:
+            transport = self._transport or AiohttpTransport(max_connections=self._max_concurrency)
+            timeout = httpx.Timeout(self.policy.request_timeout)
+            client, owns = httpx.AsyncClient(transport=transport, timeout=timeout), True
+        limiter = asyncio.Semaphore(self._max_concurrency)
+        return _LoopScope(client, owns, limiter, PollHub(self, loop))
+
+
+async def _capture(awaitable: Any) -> Any:
+    """The awaitable's result, or the ``Exception`` it raised (cancellation still propagates)."""
+    try:
+        return await awaitable
+    except Exception as exc:
+        return exc
+
+
+async def _close_scope(scope: _LoopScope) -> None:
+    scope.hub.close()
+    if scope.owns_client:
+        await scope.client.aclose()
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = when.timestamp() - time.time()
+    return max(0.0, seconds) if seconds == seconds else None
+
