@@ -76,6 +76,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._keepalive_expiry = keepalive_expiry
         self._max_body = max_body
         self._session: aiohttp.ClientSession | None = None
+        self._timeouts: dict[tuple[float | None, ...], aiohttp.ClientTimeout] = {}
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -92,21 +93,26 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             )
         return self._session
 
+    def _timeout(self, timeouts: dict[str, float | None]) -> aiohttp.ClientTimeout:
+        key = (timeouts.get("connect"), timeouts.get("read"), timeouts.get("pool"))
+        timeout = self._timeouts.get(key)
+        if timeout is None:
+            # One timer per request instead of three: the read bound covers the whole exchange.
+            total = max((t for t in key if t is not None), default=None)
+            timeout = aiohttp.ClientTimeout(total=total, sock_connect=key[0])
+            self._timeouts[key] = timeout
+        return timeout
+
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         session = self._get_session()
-        timeouts = request.extensions.get("timeout", {})
-        timeout = aiohttp.ClientTimeout(
-            total=None,
-            connect=timeouts.get("pool"),
-            sock_connect=timeouts.get("connect"),
-            sock_read=timeouts.get("read"),
-        )
+        timeout = self._timeout(request.extensions.get("timeout", {}))
         body = request.content if request.method not in ("GET", "HEAD") else None
+        headers = [(k, v) for k, v in request.headers.multi_items() if k != "host"]
         with _mapped_errors(request):
             response = await session.request(
                 request.method,
                 str(request.url),
-                headers=list(request.headers.multi_items()),
+                headers=headers,
                 data=body or None,
                 allow_redirects=False,
                 timeout=timeout,
@@ -120,31 +126,38 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                     request=request,
                 )
             try:
-                length = response.content_length
-                if length is not None and length > self._max_body:
-                    raise ResponseTooLarge(f"response body of {length} bytes is too large")
-                content = await response.content.read(self._max_body + 1)
-                if len(content) > self._max_body:
-                    raise ResponseTooLarge(
-                        f"response body exceeds {self._max_body} bytes", request=request
-                    )
-                while not response.content.at_eof():
-                    rest = await response.content.read(self._max_body + 1 - len(content))
-                    if not rest:
-                        break
-                    content += rest
-                    if len(content) > self._max_body:
-                        raise ResponseTooLarge(
-                            f"response body exceeds {self._max_body} bytes", request=request
-                        )
+                content = await self._read_capped(response, request)
             finally:
                 response.release()
-        return httpx.Response(
+        result = httpx.Response(
             response.status,
             headers=list(response.raw_headers),
-            content=content,
+            stream=httpx.ByteStream(content),
             request=request,
         )
+        if not response.headers.get("content-encoding"):
+            # Nothing to decode: hand httpx the body as already read, sparing its decoder chain.
+            result._content = content
+        return result
+
+    async def _read_capped(
+        self, response: aiohttp.ClientResponse, request: httpx.Request
+    ) -> bytes:
+        limit = self._max_body
+        length = response.content_length
+        if length is not None:
+            if length > limit:
+                raise ResponseTooLarge(f"response body of {length} bytes is too large")
+            return await response.read()
+        content = b""
+        while not response.content.at_eof():
+            chunk = await response.content.read(limit + 1 - len(content))
+            if not chunk:
+                break
+            content += chunk
+            if len(content) > limit:
+                raise ResponseTooLarge(f"response body exceeds {limit} bytes", request=request)
+        return content
 
     async def aclose(self) -> None:
         session, self._session = self._session, None
