@@ -1,0 +1,86 @@
+"""No leaks: subscribe/dispose cycles leave asyncio tasks, threads and sockets at baseline."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+
+from reactive_tasks import PollPolicy, TaskState
+from reactive_tasks.backends import CloudCoinBackend
+from reactive_tasks.emulator import EmulatorClient
+
+
+def open_sockets() -> int:
+    """Sockets this process holds (client and in-process emulator sides alike)."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}").startswith("socket:"):
+                count += 1
+        except OSError:
+            pass
+    return count
+
+
+async def settle(predicate: object, timeout: float = 3.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate() and loop.time() < deadline:  # type: ignore[operator]
+        await asyncio.sleep(0.02)
+
+
+async def test_thousand_subscribe_dispose_cycles_leak_nothing(emulator: EmulatorClient) -> None:
+    ids = emulator.create_tasks("cloudcoin", 50, [{"status": "running", "progress": 1}])
+    tasks0 = len(asyncio.all_tasks())
+    threads0 = threading.active_count()
+    sockets0 = open_sockets()
+    policy = PollPolicy(interval=0.01, max_interval=0.05)
+    backend = CloudCoinBackend(emulator.api_url("cloudcoin"), policy=policy, max_concurrency=8)
+    hub = backend._hub_for(asyncio.get_running_loop())
+    for cycle in range(1000):
+        got = asyncio.Event()
+        sub = backend.observe(ids[cycle % len(ids)]).subscribe(lambda e, got=got: got.set())
+        if cycle % 2:  # half are disposed mid-request, half after their first event
+            await asyncio.wait_for(got.wait(), 5)
+        else:
+            await asyncio.sleep(0)
+        sub.dispose()
+        assert hub.watched == 0
+    await settle(lambda: len(asyncio.all_tasks()) == tasks0)
+    assert len(asyncio.all_tasks()) == tasks0, asyncio.all_tasks()
+    assert threading.active_count() == threads0
+    assert open_sockets() <= sockets0 + 2 * 8, "at most the pooled connections (both ends)"
+    await backend.aclose()
+    await settle(lambda: open_sockets() == sockets0)
+    assert open_sockets() == sockets0
+    requests = emulator.requests()["by_api"]["cloudcoin"]
+    await asyncio.sleep(0.1)
+    assert emulator.requests()["by_api"]["cloudcoin"] == requests, "nothing polls any more"
+
+
+async def test_completed_observations_leak_nothing(emulator: EmulatorClient) -> None:
+    ids = emulator.create_tasks(
+        "cloudcoin", 200, [{"status": "running", "progress": 1}, {"status": "completed"}]
+    )
+    tasks0 = len(asyncio.all_tasks())
+    sockets0 = open_sockets()
+    policy = PollPolicy(interval=0.01, max_interval=0.05)
+    async with CloudCoinBackend(emulator.api_url("cloudcoin"), policy=policy) as backend:
+        done = asyncio.Event()
+        finished: list[str] = []
+
+        def on_next(event: object) -> None:
+            if getattr(event, "state", None) is TaskState.COMPLETED:
+                finished.append("x")
+                if len(finished) == len(ids):
+                    done.set()
+
+        for task_id in ids:
+            backend.observe(task_id).subscribe(on_next)
+        await asyncio.wait_for(done.wait(), 10)
+        await settle(lambda: len(asyncio.all_tasks()) == tasks0)
+        assert len(asyncio.all_tasks()) == tasks0
+        assert backend._hub_for(asyncio.get_running_loop()).watched == 0
+    await settle(lambda: open_sockets() == sockets0)
+    assert open_sockets() == sockets0
