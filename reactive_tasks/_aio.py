@@ -73,7 +73,7 @@ async def wait(observable: Observable[T], *, timeout: float | None = None) -> T:
             async with asyncio.timeout(timeout):
                 return await future
         except TimeoutError as exc:
-            if isinstance(exc, ObservationTimeout) or future.done():
+            if isinstance(exc, ObservationTimeout) or not future.cancelled():
                 raise
             raise ObservationTimeout(f"no terminal event within {timeout} s") from None
     finally:

@@ -1,0 +1,42 @@
+"""The app factory: every emulated API under its own prefix, plus the control API."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Mount
+
+from . import cloudcoin
+from ._api import EmulatedApi, Registry
+from ._control import control_routes
+from ._faults import install_reset_log_filter
+
+__all__ = ["APIS", "create_app"]
+
+# One line per emulated API: its module's `API`.
+APIS: tuple[EmulatedApi, ...] = (cloudcoin.API,)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    detail = exc.detail if isinstance(exc, HTTPException) else "Internal Server Error"
+    return JSONResponse({"error": detail}, status_code=status)
+
+
+def create_app(apis: Iterable[EmulatedApi] | None = None) -> Starlette:
+    """A Starlette app serving `apis` (default: all of APIS) and /_emulator.
+
+    The shared state is at `app.state.emulator` (a `Registry`).
+    """
+    registry = Registry(APIS if apis is None else apis)
+    routes: list[BaseRoute] = [Mount("/_emulator", routes=control_routes(registry))]
+    for name, ctx in registry.contexts.items():
+        routes.append(Mount(f"/{name}", routes=list(ctx.api.routes(ctx))))
+    install_reset_log_filter()
+    app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
+    app.state.emulator = registry
+    return app

@@ -1,0 +1,148 @@
+"""Run the emulator under uvicorn: in a background thread (tests, demos) or in the foreground."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from types import TracebackType
+from typing import Any
+
+import uvicorn
+from starlette.types import ASGIApp
+
+from ._app import create_app
+
+__all__ = ["EmulatorServer", "bind_socket", "make_config", "url_for"]
+
+_START_TIMEOUT = 10.0
+_STOP_TIMEOUT = 10.0
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on host:port (port 0: a free port chosen by the OS)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # proto=IPPROTO_TCP: asyncio then sets TCP_NODELAY on accepted connections (no 40 ms stalls)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(4096)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def url_for(sock: socket.socket) -> str:
+    """The base URL (http://host:port) of a bound socket."""
+    host, port = sock.getsockname()[:2]
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+def make_config(
+    app: ASGIApp, *, log_level: str = "warning", log_config: Any = None
+) -> uvicorn.Config:
+    """uvicorn settings for the emulator: no lifespan, no access log, bounded shutdown."""
+    return uvicorn.Config(
+        app,
+        lifespan="off",
+        log_level=log_level,
+        log_config=log_config,
+        access_log=False,
+        backlog=4096,
+        timeout_graceful_shutdown=2,
+    )
+
+
+class EmulatorServer:
+    """The emulator app served by uvicorn on its own loop in a background thread.
+
+    Use as a context manager or with start()/stop(); `url` and `port` are known after start().
+    """
+
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 0, *, app: ASGIApp | None = None
+    ) -> None:
+        self.host = host
+        self._requested_port = port
+        self.app = app if app is not None else create_app()
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._sock: socket.socket | None = None
+        self._url: str | None = None
+        self._port: int | None = None
+
+    @property
+    def url(self) -> str:
+        """The base URL, e.g. http://127.0.0.1:54321 (kept after stop())."""
+        if self._url is None:
+            raise RuntimeError("EmulatorServer is not started")
+        return self._url
+
+    @property
+    def port(self) -> int:
+        """The TCP port the server listens on."""
+        if self._port is None:
+            raise RuntimeError("EmulatorServer is not started")
+        return self._port
+
+    @property
+    def running(self) -> bool:
+        """True between a successful start() and stop()."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> EmulatorServer:
+        """Start serving; returns once the server accepts connections."""
+        if self._thread is not None:
+            raise RuntimeError("EmulatorServer is already started")
+        sock = bind_socket(self.host, self._requested_port)
+        server = uvicorn.Server(make_config(self.app))
+        thread = threading.Thread(
+            target=server.run,
+            kwargs={"sockets": [sock]},
+            name="reactive-tasks-emulator",
+            daemon=True,
+        )
+        self._sock, self._server, self._thread = sock, server, thread
+        self._port = sock.getsockname()[1]
+        self._url = url_for(sock)
+        thread.start()
+        deadline = time.monotonic() + _START_TIMEOUT
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("the emulator server failed to start")
+            time.sleep(0.002)
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, join the thread and close the socket (idempotent)."""
+        server, thread, sock = self._server, self._thread, self._sock
+        self._server = self._thread = self._sock = None
+        if server is not None:
+            server.should_exit = True
+        if thread is not None:
+            thread.join(_STOP_TIMEOUT)
+            if thread.is_alive() and server is not None:
+                server.force_exit = True
+                thread.join(_STOP_TIMEOUT)
+        if sock is not None:
+            sock.close()
+
+    def __enter__(self) -> EmulatorServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        where = self._url or "stopped"
+        return f"EmulatorServer({where})"

@@ -1,0 +1,198 @@
+"""Scripted tasks: each walks through a list of steps, moving on after N status reads or T seconds.
+
+Shared by every emulated API; a step's fields are API-specific and opaque here.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = [
+    "CompiledStep",
+    "ScriptedTask",
+    "Step",
+    "StepView",
+    "TaskStore",
+    "compile_steps",
+    "step_to_json",
+]
+
+
+class Step(BaseModel):
+    """One scripted state: API-specific fields (extra keys) plus how long it lasts.
+
+    `polls` counts status reads served in this step, `seconds` is wall-clock time; with neither,
+    a step lasts one poll. The last step of a script lasts forever.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    polls: int | None = Field(default=None, ge=1)
+    seconds: float | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _one_duration(self) -> Step:
+        if self.polls is not None and self.seconds is not None:
+            raise ValueError("a step lasts either `polls` or `seconds`, not both")
+        return self
+
+    @property
+    def fields(self) -> dict[str, Any]:
+        """The API-specific fields of this step (everything but the duration)."""
+        return dict(self.model_extra or {})
+
+
+def step_to_json(step: Step | Mapping[str, Any]) -> dict[str, Any]:
+    """A step as the control API's JSON object (fields plus `polls`/`seconds` when set)."""
+    if isinstance(step, Mapping):
+        return dict(step)
+    out = step.fields
+    if step.polls is not None:
+        out["polls"] = step.polls
+    if step.seconds is not None:
+        out["seconds"] = step.seconds
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledStep:
+    """An immutable, validated step, shareable between many tasks (bulk creation)."""
+
+    fields: Mapping[str, Any]
+    polls: int | None
+    seconds: float | None
+
+
+def compile_steps(steps: Sequence[Step | Mapping[str, Any]]) -> tuple[CompiledStep, ...]:
+    """Validate steps (raises ValueError / pydantic.ValidationError) into their compiled form."""
+    if not steps:
+        raise ValueError("a script needs at least one step")
+    out: list[CompiledStep] = []
+    for raw in steps:
+        step = raw if isinstance(raw, Step) else Step.model_validate(raw)
+        polls = step.polls
+        if polls is None and step.seconds is None:
+            polls = 1
+        out.append(CompiledStep(fields=step.fields, polls=polls, seconds=step.seconds))
+    return tuple(out)
+
+
+class StepView(NamedTuple):
+    """What a read of a task returns: the current step and when it was entered (unix time)."""
+
+    step: int
+    fields: Mapping[str, Any]
+    last: bool
+    entered: float
+
+
+class ScriptedTask:
+    """A task that advances through its script; `read()` is O(1) amortized."""
+
+    __slots__ = (
+        "_created_mono",
+        "_entered",
+        "_index",
+        "_lock",
+        "_polls",
+        "created",
+        "extra",
+        "id",
+        "memo",
+        "steps",
+    )
+
+    def __init__(
+        self,
+        task_id: str,
+        steps: tuple[CompiledStep, ...],
+        extra: Mapping[str, Any] | None = None,
+        lock: threading.Lock | None = None,
+    ) -> None:
+        self.id = task_id
+        self.steps = steps
+        self.extra: dict[str, Any] = dict(extra or {})  # creation-time, API-specific fields
+        self.memo: dict[str, Any] = {}  # runtime scratch owned by the API module
+        self.created = time.time()
+        self._created_mono = time.monotonic()
+        self._entered = self._created_mono
+        self._index = 0
+        self._polls = 0
+        self._lock = lock or threading.Lock()
+
+    def read(self, advance: bool = True) -> StepView:
+        """The current step; with `advance`, this read counts as one poll of a `polls` step."""
+        now = time.monotonic()
+        steps = self.steps
+        last = len(steps) - 1
+        with self._lock:
+            i = self._index
+            while i < last:
+                seconds = steps[i].seconds
+                if seconds is None or now - self._entered < seconds:
+                    break
+                self._entered += seconds
+                self._polls = 0
+                i += 1
+            self._index = i
+            view = StepView(
+                i, steps[i].fields, i == last, self.created + (self._entered - self._created_mono)
+            )
+            polls = steps[i].polls
+            if advance and i < last and polls is not None:
+                self._polls += 1
+                if self._polls >= polls:
+                    self._index = i + 1
+                    self._polls = 0
+                    self._entered = now
+        return view
+
+    def peek(self) -> StepView:
+        """The current step without counting a poll."""
+        return self.read(advance=False)
+
+
+class TaskStore:
+    """The scripted tasks of one API, by id; thread-safe, O(1) lookups."""
+
+    def __init__(self) -> None:
+        self._tasks: dict[str, ScriptedTask] = {}
+        self._lock = threading.Lock()
+
+    def add(
+        self,
+        task_id: str,
+        steps: tuple[CompiledStep, ...],
+        extra: Mapping[str, Any] | None = None,
+    ) -> ScriptedTask:
+        """Create (or replace, restarting its script) the task `task_id`."""
+        task = ScriptedTask(task_id, steps, extra, self._lock)
+        with self._lock:
+            self._tasks[task_id] = task
+        return task
+
+    def get(self, task_id: str) -> ScriptedTask | None:
+        """The task, or None when unknown."""
+        return self._tasks.get(task_id)
+
+    def tasks(self) -> list[ScriptedTask]:
+        """A snapshot of all tasks in creation order (for list endpoints)."""
+        with self._lock:
+            return list(self._tasks.values())
+
+    def clear(self) -> None:
+        """Forget every task."""
+        with self._lock:
+            self._tasks.clear()
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def __iter__(self) -> Iterator[ScriptedTask]:
+        return iter(self.tasks())
