@@ -13,7 +13,7 @@ import heapq
 import logging
 import math
 import random
-from collections.abc import AsyncIterator, Callable, Hashable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, NamedTuple, Protocol, TypeVar
@@ -45,13 +45,14 @@ __all__ = [
     "TaskRef",
     "fetch_once",
     "is_transient",
+    "observe_coroutine",
     "observe_ref",
 ]
 
 logger = logging.getLogger("reactive_tasks")
 
 S = TypeVar("S")
-S_co = TypeVar("S_co", covariant=True)
+T = TypeVar("T")
 
 _TICK_SLACK = 0.002  # polls due within this many seconds of a tick join its batch
 
@@ -539,6 +540,58 @@ def observe_ref(
                 hub.remove(sub)
             elif not loop.is_closed():
                 loop.call_soon_threadsafe(hub.remove, sub)
+
+        return Disposable(dispose)
+
+    return reactivex.create(subscribe)
+
+
+def observe_coroutine(factory: Callable[[], Awaitable[T]]) -> Observable[T]:
+    """A cold Observable that runs ``factory()`` on the subscriber's loop and emits its result.
+
+    For one-off reads a composed stream needs first (listing a task group, reading a deal):
+    it runs where polling runs, starts no thread, and disposing cancels it.
+    """
+
+    def subscribe(
+        observer: abc.ObserverBase[T], scheduler: abc.SchedulerBase | None = None
+    ) -> abc.DisposableBase:
+        loop = current_or_background_loop()
+        state: dict[str, Any] = {"disposed": False, "task": None}
+
+        async def run() -> None:
+            try:
+                value = await factory()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if not state["disposed"]:
+                    PollHub._call(observer.on_error, exc)
+                return
+            if not state["disposed"]:
+                PollHub._call(observer.on_next, value)
+                PollHub._call(observer.on_completed)
+
+        def start() -> None:
+            if not state["disposed"]:
+                state["task"] = loop.create_task(run())
+
+        def cancel() -> None:
+            task = state["task"]
+            if task is not None:
+                task.cancel()
+
+        if in_loop_thread(loop):
+            start()
+        else:
+            loop.call_soon_threadsafe(start)
+
+        def dispose() -> None:
+            state["disposed"] = True
+            if in_loop_thread(loop):
+                cancel()
+            elif not loop.is_closed():
+                loop.call_soon_threadsafe(cancel)
 
         return Disposable(dispose)
 

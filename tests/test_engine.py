@@ -358,3 +358,31 @@ def test_events_are_delivered_on_the_background_loop_from_plain_threads() -> Non
     assert done.wait(5)
     assert threads == ["reactive-tasks-loop"] * 2
     backend.close()
+
+
+async def test_observe_coroutine_runs_on_the_loop_and_cancels_on_dispose() -> None:
+    from reactive_tasks._engine import observe_coroutine
+
+    assert await wait(observe_coroutine(lambda: asyncio.sleep(0.01, result=42))) == 42
+    with pytest.raises(KeyError):
+        await wait(observe_coroutine(lambda: _raise(KeyError("x"))))
+    started = asyncio.Event()
+    cancelled = asyncio.Event()
+
+    async def slow() -> int:
+        started.set()
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return 1
+
+    sub = observe_coroutine(slow).subscribe(lambda v: None)
+    await asyncio.wait_for(started.wait(), 1)
+    sub.dispose()
+    await asyncio.wait_for(cancelled.wait(), 1)
+
+
+async def _raise(exc: Exception) -> int:
+    raise exc
