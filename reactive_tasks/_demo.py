@@ -1,0 +1,75 @@
+"""``reactive-tasks demo``: the emulator in-process, a few dozen scripted tasks, watched live."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable
+from typing import Any, TextIO
+
+from reactivex import Observable
+
+from ._models import TaskEvent
+from ._policy import PollPolicy
+from .backends import Backend, CloudCoinBackend
+
+__all__ = ["SCENARIOS", "run_demo"]
+
+POLICY = PollPolicy(interval=0.25, max_interval=2.0, timeout=120)
+
+Streams = list[tuple[str, str, Observable[TaskEvent[Any]]]]
+#: API name -> builds (backend, scripted tasks' streams) on a running emulator.
+Scenario = Callable[[Any, int, random.Random], tuple[Backend[Any], Streams]]
+
+
+def _ramp(rng: random.Random, fields: Callable[[int], dict[str, Any]]) -> list[dict[str, Any]]:
+    """Progress in a handful of timed steps, so the table visibly moves."""
+    steps = []
+    for pct in sorted(rng.sample(range(5, 100, 5), rng.randint(3, 6))):
+        steps.append({**fields(pct), "seconds": rng.uniform(0.3, 1.0)})
+    return steps
+
+
+def _cloudcoin(emulator: Any, count: int, rng: random.Random) -> tuple[Backend[Any], Streams]:
+    backend = CloudCoinBackend(emulator.api_url("cloudcoin"), policy=POLICY)
+    streams: Streams = []
+    for i in range(count):
+        steps = _ramp(rng, lambda p: {"status": "running", "progress": p, "message": "Detecting"})
+        if i % 7 == 3:
+            steps.append({"status": "error", "progress": steps[-1]["progress"],
+                          "message": "RAIDA unreachable"})
+        else:
+            steps.append({"status": "completed", "progress": 100, "message": "Command Completed",
+                          "data": {"online": 25}})
+        task_id = emulator.create_task("cloudcoin", steps)
+        streams.append((backend.name, task_id, backend.observe(task_id)))
+    return backend, streams
+
+
+SCENARIOS: dict[str, Scenario] = {"cloudcoin": _cloudcoin}
+
+
+def run_demo(*, tasks: int = 36, as_json: bool = False, out: TextIO, seed: int = 7) -> int:
+    """Serve the emulator, script ``tasks`` tasks across every API, and watch them to the end."""
+    from .cli import EXIT_TASK_FAILED, _watch
+    from .emulator import EmulatorClient, EmulatorServer
+
+    rng = random.Random(seed)
+    with EmulatorServer() as server, EmulatorClient(server.url) as emulator:
+        share, extra = divmod(max(tasks, 1), len(SCENARIOS))
+        built = [
+            scenario(emulator, share + (1 if i < extra else 0), rng)
+            for i, scenario in enumerate(SCENARIOS.values())
+        ]
+        streams = [s for _, group in built for s in group]
+
+        async def run() -> int:
+            try:
+                return await _watch(streams, as_json=as_json, out=out)
+            finally:
+                for backend, _ in built:
+                    await backend.aclose()
+
+        code = asyncio.run(run())
+    # Scripted failures are part of the show; only a monitoring error fails the demo.
+    return 0 if code == EXIT_TASK_FAILED else code

@@ -1,0 +1,67 @@
+"""The reactive-tasks command: watch (table and JSON), demo, exit codes, bad arguments."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from reactive_tasks.cli import main
+from reactive_tasks.emulator import EmulatorClient
+
+
+def _coin_task(emulator: EmulatorClient, final: str) -> str:
+    return emulator.create_task(
+        "cloudcoin",
+        [{"status": "running", "progress": 20}, {"status": "running", "progress": 60},
+         {"status": final, "progress": 100, "message": "done" if final == "completed" else "no"}],
+    )
+
+
+def test_watch_json_prints_one_object_per_event_and_exits_0(
+    emulator: EmulatorClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ids = [_coin_task(emulator, "completed") for _ in range(2)]
+    code = main(["watch", "cloudcoin", *ids, "--base-url", emulator.api_url("cloudcoin"),
+                 "--interval", "0.02", "--json"])
+    assert code == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(lines) == 6
+    assert {line["task_id"] for line in lines} == set(ids)
+    assert [line["kind"] for line in lines if line["task_id"] == ids[0]] == [
+        "TASK_UPDATED", "TASK_UPDATED", "TASK_COMPLETED"]
+
+
+def test_watch_exit_code_1_when_a_task_fails(
+    emulator: EmulatorClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ids = [_coin_task(emulator, "completed"), _coin_task(emulator, "error")]
+    code = main(["watch", "cloudcoin", *ids, "--base-url", emulator.api_url("cloudcoin"),
+                 "--interval", "0.02"])
+    assert code == 1
+    out = capsys.readouterr().out
+    assert "summary: 1 COMPLETED, 1 FAILED" in out
+
+
+def test_watch_exit_code_2_on_monitoring_error(
+    emulator: EmulatorClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = "bdc8e99d-dd8a-40e9-8840-f9f8eef16c71"
+    code = main(["watch", "cloudcoin", missing, "--base-url", emulator.api_url("cloudcoin"),
+                 "--interval", "0.02", "--json"])
+    assert code == 2
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["error"] == "TaskNotFound"
+
+
+def test_watch_rejects_bad_ids_and_unknown_backends(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["watch", "cloudcoin", "not-a-guid"]) == 2
+    assert "UUID" in capsys.readouterr().err
+    assert main(["watch", "nosuch", "x"]) == 2
+    assert "unknown backend" in capsys.readouterr().err
+
+
+def test_demo_runs_to_completion(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--tasks", "6", "--json"]) == 0
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    finals = [e for e in events if e["kind"] != "TASK_UPDATED"]
+    assert len(finals) == 6 and len({e["task_id"] for e in events}) == 6
