@@ -35,7 +35,7 @@ __all__ = ["Backend", "Reading", "TaskRef", "TransientFault", "parse_retry_after
 M = TypeVar("M", bound=BaseModel)
 
 _log = logging.getLogger("reactive_tasks.http")
-_URL_CACHE_SIZE = 50_000
+_REQUEST_CACHE_SIZE = 50_000
 
 
 @dataclass
@@ -89,7 +89,7 @@ class Backend(ABC, Generic[SnapshotT]):
             weakref.WeakKeyDictionary()
         )
         self._lock = threading.Lock()
-        self._urls: dict[str, httpx.URL] = {}
+        self._requests: dict[str, httpx.Request] = {}
         self._timeouts = httpx.Timeout(self.policy.request_timeout).as_dict()
         if self.secret_query_params:
             protect_query_params(*self.secret_query_params)
@@ -139,17 +139,23 @@ class Backend(ABC, Generic[SnapshotT]):
                 yield refs[0], await _capture(self.fetch(refs[0]))
             return
         results: asyncio.Queue[tuple[TaskRef, SnapshotT | BaseException]] = asyncio.Queue()
+        todo = list(reversed(refs))
 
-        async def one(ref: TaskRef) -> None:
-            async with limiter:
-                results.put_nowait((ref, await _capture(self.fetch(ref))))
+        async def worker() -> None:
+            # A few workers draining one list cost far less than a task per id.
+            while todo:
+                ref = todo.pop()
+                async with limiter:
+                    results.put_nowait((ref, await _capture(self.fetch(ref))))
 
-        tasks = [asyncio.ensure_future(one(ref)) for ref in refs]
+        workers = [
+            asyncio.ensure_future(worker()) for _ in range(min(len(refs), self._max_concurrency))
+        ]
         try:
-            for _ in range(len(tasks)):
+            for _ in range(len(refs)):
                 yield await results.get()
         finally:
-            for task in tasks:
+            for task in workers:
                 task.cancel()
 
     # -- the public API ----------------------------------------------------------------------
@@ -233,12 +239,7 @@ class Backend(ABC, Generic[SnapshotT]):
             if scope.transport is not None:
                 # The fast path: straight to the transport, skipping the client's auth, cookie,
                 # redirect and hook machinery that polling never uses (a third of the CPU).
-                request = httpx.Request(
-                    method, self._url(url), params=params, json=json, headers=merged,
-                    extensions={"timeout": self._timeouts},
-                )
-                if stream:
-                    request.extensions["stream"] = True
+                request = self._request(method, url, params, json, merged, stream)
                 response = await scope.transport.handle_async_request(request)
                 if not stream:
                     await response.aread()
@@ -269,14 +270,36 @@ class Backend(ABC, Generic[SnapshotT]):
             )
         return response
 
-    def _url(self, url: str) -> httpx.URL:
-        """A parsed URL, cached: httpx's URL parsing is a large share of a poll's CPU."""
-        parsed = self._urls.get(url)
-        if parsed is None:
-            if len(self._urls) >= _URL_CACHE_SIZE:
-                self._urls.clear()
-            parsed = self._urls[url] = httpx.URL(url)
-        return parsed
+    def _request(
+        self,
+        method: str,
+        url: str,
+        params: Mapping[str, Any] | None,
+        json: Any,
+        headers: Mapping[str, str],
+        stream: bool,
+    ) -> httpx.Request:
+        """An httpx request; a plain GET is built once per URL and reused on every poll.
+
+        httpx's URL parsing and header preparation are a large share of a poll's CPU, and a
+        poll repeats the same GET, so the prepared request is cached (bounded).
+        """
+        plain = method == "GET" and params is None and json is None and not stream
+        if plain and headers is self._headers:
+            cached = self._requests.get(url)
+            if cached is not None:
+                return cached
+        request = httpx.Request(
+            method, url, params=params, json=json, headers=headers,
+            extensions={"timeout": self._timeouts},
+        )
+        if stream:
+            request.extensions["stream"] = True
+        if plain and headers is self._headers:
+            if len(self._requests) >= _REQUEST_CACHE_SIZE:
+                self._requests.clear()
+            self._requests[url] = request
+        return request
 
     def parse(self, model: type[M], content: bytes | str | Any, task_id: str | None = None) -> M:
         """Validate an answer against ``model``; anything off-shape is a ``ProtocolError``."""
