@@ -4,9 +4,35 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import threading
+import weakref
+from collections.abc import Awaitable
+from typing import Protocol
 
-__all__ = ["background_loop", "current_or_background_loop", "in_loop_thread"]
+__all__ = [
+    "background_loop",
+    "background_loop_if_started",
+    "close_at_exit",
+    "current_or_background_loop",
+    "in_loop_thread",
+]
+
+
+class _Closable(Protocol):
+    def close_on_loop(self, loop: asyncio.AbstractEventLoop) -> Awaitable[None]: ...
+
+
+_closables: weakref.WeakSet[_Closable] = weakref.WeakSet()
+
+
+def close_at_exit(owner: _Closable) -> None:
+    """Have ``owner``'s resources on the background loop closed when the interpreter exits.
+
+    Without it, connections opened from plain threads would be abandoned mid-flight (and aiohttp
+    warns about unclosed sessions); the registry holds owners weakly.
+    """
+    _closables.add(owner)
 
 _lock = threading.Lock()
 _loop: asyncio.AbstractEventLoop | None = None
@@ -36,6 +62,11 @@ def background_loop() -> asyncio.AbstractEventLoop:
         return loop
 
 
+def background_loop_if_started() -> asyncio.AbstractEventLoop | None:
+    """The background loop if it is running, without starting it."""
+    return _loop
+
+
 def current_or_background_loop() -> asyncio.AbstractEventLoop:
     """The loop running in this thread, else the shared background loop."""
     try:
@@ -55,6 +86,16 @@ def in_loop_thread(loop: asyncio.AbstractEventLoop) -> bool:
 @atexit.register
 def _stop_background_loop() -> None:
     loop, thread = _loop, _thread
-    if loop is not None and thread is not None and thread.is_alive():
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=1.0)
+    if loop is None or thread is None or not thread.is_alive():
+        return
+    owners = list(_closables)
+    if owners:
+
+        async def close_all() -> None:
+            await asyncio.gather(*(o.close_on_loop(loop) for o in owners), return_exceptions=True)
+
+        # Exiting anyway: cleanup must never raise at interpreter exit.
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(close_all(), loop).result(timeout=2.0)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(timeout=1.0)

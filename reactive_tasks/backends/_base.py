@@ -27,7 +27,7 @@ from .._errors import AuthenticationError, ConfigurationError, ProtocolError, Tr
 from .._models import SnapshotT, TaskEvent
 from .._policy import PollPolicy
 from .._redact import protect_query_params, redact_url
-from .._runtime import background_loop
+from .._runtime import background_loop, background_loop_if_started, close_at_exit
 from .._transport import AiohttpTransport, ResponseTooLarge
 
 __all__ = ["Backend", "Reading", "TaskRef", "TransientFault", "parse_retry_after"]
@@ -335,7 +335,16 @@ class Backend(ABC, Generic[SnapshotT]):
             if scope is None:
                 scope = self._new_scope(loop)
                 self._scopes[loop] = scope
+                if loop is background_loop_if_started():
+                    close_at_exit(self)
             return scope
+
+    async def close_on_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Close what this backend holds on ``loop`` (run on that loop)."""
+        with self._lock:
+            scope = self._scopes.pop(loop, None)
+        if scope is not None:
+            await _close_scope(scope)
 
     def _new_scope(self, loop: asyncio.AbstractEventLoop) -> _LoopScope:
         transport: httpx.AsyncBaseTransport | None = None
