@@ -84,3 +84,25 @@ async def test_completed_observations_leak_nothing(emulator: EmulatorClient) -> 
         assert backend._hub_for(asyncio.get_running_loop()).watched == 0
     await settle(lambda: open_sockets() == sockets0)
     assert open_sockets() == sockets0
+
+
+def test_a_script_exits_cleanly_without_closing_anything(emulator: EmulatorClient) -> None:
+    """Scripts that never call close() still leave no unclosed session or warning at exit."""
+    import subprocess
+    import sys
+
+    task = emulator.create_task("cloudcoin", [{"status": "running"}, {"status": "completed"}])
+    script = (
+        "from reactive_tasks import PollPolicy, wait_sync\n"
+        "from reactive_tasks.backends import CloudCoinBackend\n"
+        f"b = CloudCoinBackend({emulator.api_url('cloudcoin')!r}, "
+        "policy=PollPolicy(interval=0.02))\n"
+        f"print(wait_sync(b.observe({task!r}), timeout=10).state)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-W", "error::ResourceWarning", "-c", script],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "COMPLETED"
+    assert "Unclosed" not in done.stderr and "Traceback" not in done.stderr, done.stderr
