@@ -6,6 +6,7 @@ import asyncio
 import threading
 from typing import Any
 
+import httpx
 import pytest
 
 from reactive_tasks import (
@@ -245,3 +246,34 @@ def test_wait_sync_from_a_script(emulator: EmulatorClient) -> None:
     assert final.state is TaskState.COMPLETED and final.sequence == 3
     backend.close()
     assert threading.active_count() <= before + 1  # at most the shared loop thread
+
+
+def _mock_answers() -> httpx.MockTransport:
+    answers = iter([
+        {"payload": {"id": GUID, "status": "running", "progress": 10}, "status": "success"},
+        {"payload": {"id": GUID, "status": "completed", "progress": 100, "data": {"ok": 1}},
+         "status": "success"},
+    ])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.url.path == f"/api/v1/task/{GUID}"
+        return httpx.Response(200, json=next(answers))
+
+    return httpx.MockTransport(handler)
+
+
+@pytest.mark.parametrize("how", ["transport", "client"])
+async def test_accepts_an_httpx_transport_or_client(how: str) -> None:
+    transport = _mock_answers()
+    client = httpx.AsyncClient(transport=transport) if how == "client" else None
+    backend = CloudCoinBackend(
+        "http://wallet.test", policy=FAST,
+        **({"client": client} if client else {"transport": transport}),
+    )
+    events = [e async for e in aiter(backend.observe(GUID))]
+    assert [e.state for e in events] == [TaskState.RUNNING, TaskState.COMPLETED]
+    assert events[-1].snapshot.data == {"ok": 1}
+    await backend.aclose()
+    if client is not None:
+        assert not client.is_closed, "a client the caller gave stays the caller's to close"
+        await client.aclose()
