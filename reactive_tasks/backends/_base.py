@@ -119,6 +119,10 @@ class Backend(ABC, Generic[SnapshotT]):
         """How ``task_id`` appears in errors and logs (a backend may shorten secret ids)."""
         return task_id
 
+    def refusal_reason(self, response: httpx.Response) -> str | None:
+        """The API's own reason for a 401/403 (free of secrets), or None for a generic one."""
+        return None
+
     def task_ref(self, task_id: str, **identity: str | None) -> TaskRef:
         """Validate ``task_id`` and bind any extra identity (a deal id, a compute pool)."""
         canonical = self.validate_task_id(task_id)
@@ -261,10 +265,13 @@ class Backend(ABC, Generic[SnapshotT]):
                 retry_after=parse_retry_after(response.headers.get("retry-after")),
             )
         if code in (401, 403):
+            reason = None
             if stream:
                 await response.aclose()
+            else:
+                reason = self.refusal_reason(response)
             raise AuthenticationError(
-                f"HTTP {code}: the API refused the credentials",
+                f"HTTP {code}: {reason or 'the API refused the credentials'}",
                 backend=self.name,
                 task_id=None if task_id is None else self.display_id(task_id),
             )
