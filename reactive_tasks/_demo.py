@@ -11,7 +11,7 @@ from reactivex import Observable
 
 from ._models import TaskEvent
 from ._policy import PollPolicy
-from .backends import Backend, CloudCoinBackend
+from .backends import AparaviBackend, Backend, CloudCoinBackend
 
 __all__ = ["SCENARIOS", "run_demo"]
 
@@ -46,12 +46,38 @@ def _cloudcoin(emulator: Any, count: int, rng: random.Random) -> tuple[Backend[A
     return backend, streams
 
 
-SCENARIOS: dict[str, Scenario] = {"cloudcoin": _cloudcoin}
+def _aparavi(emulator: Any, count: int, rng: random.Random) -> tuple[Backend[Any], Streams]:
+    from .emulator.aparavi import API_KEYS
+
+    backend = AparaviBackend(emulator.api_url("aparavi"), api_key=API_KEYS[0], policy=POLICY)
+    streams: Streams = []
+    for i in range(count):
+        total = rng.randint(20, 400)
+        steps: list[dict[str, Any]] = [{"status": "Created", "seconds": rng.uniform(0.2, 0.6)}]
+
+        def running(pct: int, total: int = total) -> dict[str, Any]:
+            return {"status": "Running", "totalCount": total, "completedCount": total * pct // 100,
+                    "currentObject": f"s3://bucket/doc-{pct}.pdf"}
+
+        steps += _ramp(rng, running)
+        if i % 5 == 2:
+            steps.append({"status": "Completed", "completed": True, "totalCount": total,
+                          "completedCount": total - 3, "failedCount": 3,
+                          "errors": ["parse_1: cannot extract text from 3 objects"]})
+        else:
+            steps.append({"status": "Completed", "completed": True, "totalCount": total,
+                          "completedCount": total, "exitMsg": "Completed successfully"})
+        token = emulator.create_task("aparavi", steps, type="cpu")
+        streams.append((backend.name, token, backend.observe(token, task_type="cpu")))
+    return backend, streams
+
+
+SCENARIOS: dict[str, Scenario] = {"cloudcoin": _cloudcoin, "aparavi": _aparavi}
 
 
 def run_demo(*, tasks: int = 36, as_json: bool = False, out: TextIO, seed: int = 7) -> int:
     """Serve the emulator, script ``tasks`` tasks across every API, and watch them to the end."""
-    from .cli import EXIT_TASK_FAILED, _watch
+    from .cli import EXIT_TASK_FAILED, _short, _watch
     from .emulator import EmulatorClient, EmulatorServer
 
     rng = random.Random(seed)
@@ -65,7 +91,8 @@ def run_demo(*, tasks: int = 36, as_json: bool = False, out: TextIO, seed: int =
 
         async def run() -> int:
             try:
-                return await _watch(streams, as_json=as_json, out=out)
+                labels = {t: _short(b.display_id(t)) for b, group in built for _n, t, _o in group}
+                return await _watch(streams, as_json=as_json, out=out, labels=labels)
             finally:
                 for backend, _ in built:
                     await backend.aclose()

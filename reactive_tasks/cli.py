@@ -22,7 +22,7 @@ from ._aio import aiter
 from ._errors import ReactiveTasksError
 from ._models import TaskEvent, TaskState
 from ._policy import PollPolicy
-from .backends import Backend, CloudCoinBackend
+from .backends import AparaviBackend, Backend, CloudCoinBackend
 
 __all__ = ["main"]
 
@@ -44,12 +44,29 @@ def _secret(args: argparse.Namespace, option: str) -> str | None:
     return value
 
 
-def _cloudcoin(args: argparse.Namespace) -> Backend[Any]:
-    return CloudCoinBackend(args.base_url or "http://localhost:8004", policy=args.policy)
+Watcher = tuple[Backend[Any], Callable[[str], Observable[TaskEvent[Any]]]]
 
 
-#: Backend name -> factory from parsed arguments; each backend registers itself here.
-BACKEND_FACTORIES: dict[str, Callable[[argparse.Namespace], Backend[Any]]] = {
+def _cloudcoin(args: argparse.Namespace) -> Watcher:
+    backend = CloudCoinBackend(args.base_url or "http://localhost:8004", policy=args.policy)
+    return backend, backend.observe
+
+
+def _aparavi(args: argparse.Namespace) -> Watcher:
+    key = _secret(args, "api-key") or _secret(args, "token")
+    if key is None:
+        raise SystemExit("reactive-tasks: aparavi needs --api-key-env NAME")
+    if not args.task_type:
+        raise SystemExit("reactive-tasks: aparavi needs --task-type cpu|gpu")
+    backend = AparaviBackend(
+        args.base_url or "https://eaas.aparavi.com", api_key=key, policy=args.policy
+    )
+    return backend, lambda token: backend.observe(token, task_type=args.task_type)
+
+
+#: Backend name -> (backend, observe one id) from parsed arguments.
+BACKEND_FACTORIES: dict[str, Callable[[argparse.Namespace], Watcher]] = {
+    "aparavi": _aparavi,
     "cloudcoin": _cloudcoin,
 }
 
@@ -61,6 +78,7 @@ BACKEND_FACTORIES: dict[str, Callable[[argparse.Namespace], Backend[Any]]] = {
 class _Row:
     backend: str
     task_id: str
+    label: str = ""
     started: float = field(default_factory=time.monotonic)
     event: TaskEvent[Any] | None = None
     ended: float | None = None
@@ -96,7 +114,8 @@ class _Board:
     def update(self, event: TaskEvent[Any]) -> None:
         row = self.rows.get((event.backend, event.task_id))
         if row is None:
-            row = self.rows[(event.backend, event.task_id)] = _Row(event.backend, event.task_id)
+            row = _Row(event.backend, event.task_id, label=_short(event.task_id))
+            self.rows[(event.backend, event.task_id)] = row
         row.event = event
         if event.state.terminal:
             row.ended = time.monotonic()
@@ -118,8 +137,11 @@ class _Board:
         from rich.table import Table
 
         table = Table(expand=False)
+        widths = {"backend": 11, "task": 21, "state": 9, "progress": 16, "elapsed": 8}
         for column in ("backend", "task", "state", "progress", "elapsed", "message"):
-            table.add_column(column, no_wrap=True, overflow="ellipsis")
+            table.add_column(
+                column, no_wrap=True, overflow="ellipsis", min_width=widths.get(column)
+            )
         now = time.monotonic()
         colours = {TaskState.COMPLETED: "green", TaskState.FAILED: "red",
                    TaskState.CANCELLED: "yellow", TaskState.TIMED_OUT: "magenta"}
@@ -131,12 +153,12 @@ class _Board:
             colour = "red" if row.error else colours.get(event.state, "cyan") if event else "dim"
             progress: Any = ""
             if event is not None and event.progress is not None:
-                progress = ProgressBar(total=100, completed=event.progress, width=20)
+                progress = ProgressBar(total=100, completed=event.progress, width=16)
             elif event is not None and event.state.terminal:
-                progress = ProgressBar(total=100, completed=100, width=20)
+                progress = ProgressBar(total=100, completed=100, width=16)
             elapsed = (row.ended or now) - row.started
             message = row.error or (event.message if event and event.message else "")
-            table.add_row(row.backend, _short(row.task_id), f"[{colour}]{state}[/]", progress,
+            table.add_row(row.backend, row.label, f"[{colour}]{state}[/]", progress,
                           f"{elapsed:6.1f}s", message[:60])
         return table
 
@@ -149,7 +171,7 @@ class _Board:
 
 
 def _short(task_id: str) -> str:
-    return task_id if len(task_id) <= 24 else task_id[:12] + "…" + task_id[-6:]
+    return task_id if len(task_id) <= 21 else task_id[:12] + "…" + task_id[-6:]
 
 
 # -- running -------------------------------------------------------------------------------
@@ -160,9 +182,15 @@ async def _watch(
     *,
     as_json: bool,
     out: TextIO,
+    labels: dict[str, str] | None = None,
 ) -> int:
-    """Watch every stream until all end; returns the exit code."""
-    board = _Board([_Row(b, t) for b, t, _ in streams], as_json=as_json, out=out)
+    """Watch every stream until all end; returns the exit code.
+
+    ``labels`` shows some ids differently in the table (secret tokens shortened).
+    """
+    labels = {t: _short(label) for t, label in (labels or {}).items()}
+    rows = [_Row(b, t, label=labels.get(t, _short(t))) for b, t, _ in streams]
+    board = _Board(rows, as_json=as_json, out=out)
     failed = False
 
     async def one(backend: str, task_id: str, obs: Observable[TaskEvent[Any]]) -> None:
@@ -191,7 +219,7 @@ async def _watch(
             tick.cancel()
     counts = board.summary()
     if not as_json:
-        print("summary: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())), file=out)
+        print("\nsummary: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())), file=out)
     if failed:
         return EXIT_MONITORING_ERROR
     if set(counts) - {TaskState.COMPLETED.value}:
@@ -207,15 +235,16 @@ def _cmd_watch(args: argparse.Namespace) -> int:
         return EXIT_MONITORING_ERROR
     args.policy = PollPolicy(interval=args.interval, timeout=args.timeout)
     try:
-        backend = factory(args)
-        streams = [(backend.name, t, backend.observe(t)) for t in args.task_ids]
+        backend, observe = factory(args)
+        streams = [(backend.name, t, observe(t)) for t in args.task_ids]
+        labels = {t: backend.display_id(t) for t in args.task_ids}
     except ReactiveTasksError as exc:
         print(f"reactive-tasks: {exc}", file=sys.stderr)
         return EXIT_MONITORING_ERROR
 
     async def run() -> int:
         async with backend:
-            return await _watch(streams, as_json=args.json, out=sys.stdout)
+            return await _watch(streams, as_json=args.json, out=sys.stdout, labels=labels)
 
     return asyncio.run(run())
 

@@ -65,3 +65,28 @@ def test_demo_runs_to_completion(capsys: pytest.CaptureFixture[str]) -> None:
     events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     finals = [e for e in events if e["kind"] != "TASK_UPDATED"]
     assert len(finals) == 6 and len({e["task_id"] for e in events}) == 6
+
+
+def test_watch_aparavi_reads_the_key_from_the_environment(
+    emulator: EmulatorClient, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from reactive_tasks.emulator.aparavi import API_KEYS
+
+    token = emulator.create_task(
+        "aparavi",
+        [{"status": "Running", "totalCount": 4, "completedCount": 1},
+         {"status": "Completed", "completed": True, "totalCount": 4, "completedCount": 4}],
+        type="gpu",
+    )
+    monkeypatch.setenv("APARAVI_KEY", API_KEYS[0])
+    base = ["watch", "aparavi", token, "--base-url", emulator.api_url("aparavi"),
+            "--interval", "0.02"]
+    assert main([*base, "--api-key-env", "APARAVI_KEY", "--task-type", "gpu"]) == 0
+    out = capsys.readouterr().out
+    assert "summary: 1 COMPLETED" in out
+    assert API_KEYS[0] not in out and token not in out, "the table shows the token shortened"
+    with pytest.raises(SystemExit, match="--api-key-env"):
+        main([*base, "--task-type", "gpu"])
+    monkeypatch.delenv("APARAVI_KEY")
+    with pytest.raises(SystemExit, match="APARAVI_KEY is not set"):
+        main([*base, "--api-key-env", "APARAVI_KEY", "--task-type", "gpu"])
