@@ -1,7 +1,8 @@
 """A live PySide6 window: one row per task, with a progress bar and its state.
 
 Task events arrive on the library's loop thread; widgets may only be touched on the GUI thread.
-``observe_on`` with reactivex's ``QtScheduler`` moves every event there. The window closes by
+``observe_on`` with ``reactive_tasks.gui.qt_scheduler`` (reactivex's ``QtScheduler``, made safe
+to call from the engine's thread) moves every event there. The window closes by
 itself once every task is terminal (or after ``--max-seconds``).
 
     pip install "reactive-tasks[emulator,gui]"
@@ -17,21 +18,17 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from _scripted import coin_script, emulator, parser
 from PySide6 import QtCore, QtWidgets
-from reactivex import abc, typing
 from reactivex import operators as ops
-from reactivex.disposable import CompositeDisposable, Disposable, SingleAssignmentDisposable
-from reactivex.scheduler.mainloop import QtScheduler
+from reactivex.disposable import CompositeDisposable
 
 from reactive_tasks import PollPolicy, TaskEvent, TaskState
 from reactive_tasks.backends import CloudCoinBackend
 from reactive_tasks.compose import merge_tasks, overall_progress
-
-_T = TypeVar("_T")
+from reactive_tasks.gui import qt_scheduler
 
 #: Progress-bar colours by state; running and pending tasks use the default.
 COLOURS = {
@@ -45,54 +42,6 @@ QProgressBar {{ border: 1px solid #9e9e9e; border-radius: 3px; background: #f5f5
                text-align: center; min-height: 18px; }}
 QProgressBar::chunk {{ background-color: {colour}; border-radius: 2px; }}
 """
-
-
-class _Relay(QtCore.QObject):
-    """Runs callables on the thread this object lives in: a queued signal hops threads."""
-
-    call = QtCore.Signal(object)
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.call.connect(self._run, QtCore.Qt.ConnectionType.QueuedConnection)
-
-    @QtCore.Slot(object)
-    def _run(self, fn: Callable[[], None]) -> None:
-        fn()
-
-
-class GuiThreadQtScheduler(QtScheduler):
-    """reactivex's ``QtScheduler`` that may be called from any thread.
-
-    ``QtScheduler`` starts a ``QTimer`` on the calling thread, and under Qt 6 a timer started on a
-    thread without a Qt event loop (such as the library's asyncio thread) never fires. This one
-    first hops to the GUI thread through a queued signal, then lets ``QtScheduler`` start its
-    timer there. Create it on the GUI thread.
-    """
-
-    def __init__(self) -> None:
-        super().__init__(QtCore)
-        self._gui_thread = threading.get_ident()
-        self._relay = _Relay()
-
-    def schedule_relative(
-        self,
-        duetime: typing.RelativeTime,
-        action: typing.ScheduledAction[_T],
-        state: _T | None = None,
-    ) -> abc.DisposableBase:
-        if threading.get_ident() == self._gui_thread:
-            return super().schedule_relative(duetime, action, state)
-        inner = SingleAssignmentDisposable()
-        cancelled = threading.Event()
-        schedule_here = super().schedule_relative
-
-        def on_gui_thread() -> None:
-            if not cancelled.is_set():
-                inner.disposable = schedule_here(duetime, action, state)
-
-        self._relay.call.emit(on_gui_thread)
-        return CompositeDisposable(inner, Disposable(cancelled.set))
 
 
 class TaskWindow(QtWidgets.QWidget):
@@ -181,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         window = TaskWindow([(backend.name, task_id) for task_id in ids])
         window.show()
 
-        scheduler = GuiThreadQtScheduler()  # created here, on the GUI thread
+        scheduler = qt_scheduler(QtCore)  # created here, on the GUI thread
         outcome: list[int] = []
         subscriptions = CompositeDisposable()
         running = [2]  # the two subscriptions below that have yet to complete
