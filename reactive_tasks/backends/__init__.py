@@ -2,12 +2,32 @@
 
 from ._base import Backend, Reading, TaskRef, TransientFault
 from .cloudcoin import CloudCoinBackend, CloudCoinTask
+from .taskcluster import (
+    ArtifactError,
+    ArtifactNotFound,
+    TaskclusterArtifact,
+    TaskclusterBackend,
+    TaskclusterCredentials,
+    TaskclusterGroupMember,
+    TaskclusterRun,
+    TaskclusterStatus,
+    TaskclusterTaskDefinition,
+)
 
 __all__ = [
+    "ArtifactError",
+    "ArtifactNotFound",
     "Backend",
     "CloudCoinBackend",
     "CloudCoinTask",
     "Reading",
     "TaskRef",
+    "TaskclusterArtifact",
+    "TaskclusterBackend",
+    "TaskclusterCredentials",
+    "TaskclusterGroupMember",
+    "TaskclusterRun",
+    "TaskclusterStatus",
+    "TaskclusterTaskDefinition",
     "TransientFault",
 ]
