@@ -3,16 +3,36 @@
 from ._base import Backend, Reading, TaskRef, TransientFault
 from .aparavi import AparaviApiError, AparaviBackend, AparaviStatus, AparaviTask
 from .cloudcoin import CloudCoinBackend, CloudCoinTask
+from .taskcluster import (
+    ArtifactError,
+    ArtifactNotFound,
+    TaskclusterArtifact,
+    TaskclusterBackend,
+    TaskclusterCredentials,
+    TaskclusterGroupMember,
+    TaskclusterRun,
+    TaskclusterStatus,
+    TaskclusterTaskDefinition,
+)
 
 __all__ = [
     "AparaviApiError",
     "AparaviBackend",
     "AparaviStatus",
     "AparaviTask",
+    "ArtifactError",
+    "ArtifactNotFound",
     "Backend",
     "CloudCoinBackend",
     "CloudCoinTask",
     "Reading",
     "TaskRef",
+    "TaskclusterArtifact",
+    "TaskclusterBackend",
+    "TaskclusterCredentials",
+    "TaskclusterGroupMember",
+    "TaskclusterRun",
+    "TaskclusterStatus",
+    "TaskclusterTaskDefinition",
     "TransientFault",
 ]

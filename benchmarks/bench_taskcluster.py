@@ -1,0 +1,197 @@
+"""Taskcluster: thousands of tasks observed at once, batched, unbatched, and thread-per-task.
+
+The emulator runs in its own process (one uvicorn worker); only this process's CPU time
+(``time.process_time``, all threads) is counted. Every task runs for ``rounds - 1`` status reads
+and completes at the next, so each contender makes ``rounds`` task-polls per task:
+
+- ``engine, batching``: ``TaskclusterBackend.observe`` on every task; polls go through
+  ``POST /api/queue/v1/tasks/status``, 1,000 ids per request;
+- ``engine, batching off``: the same with ``batch=False`` (one GET per task and poll);
+- ``thread per task``: the usual script around the official ``taskcluster`` client, a thread per
+  task looping ``queue.status(taskId)`` and ``time.sleep(interval)`` until resolved. With 2 cores
+  thousands of threads would measure the scheduler more than the client, so this peer runs on
+  ``--thread-tasks`` tasks (default 500); its figures are per task-poll, like the others'.
+
+Requests per poll round = requests the emulator counted / rounds. Task-polls are counted by the
+emulator too (a batch request counts once for each id it carries).
+
+Run: ``python benchmarks/bench_taskcluster.py [--tasks 5000] [--rounds 3] [--thread-tasks 500]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import math
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import taskcluster
+
+from reactive_tasks import PollPolicy
+from reactive_tasks.backends import TaskclusterBackend
+from reactive_tasks.emulator import EmulatorClient
+
+CAP = 32
+RESOLVED = frozenset({"completed", "failed", "exception"})
+
+
+def start_emulator() -> tuple[subprocess.Popen[str], str]:
+    """The emulator in a child process; returns it and its base URL."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "reactive_tasks.emulator", "--port", "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if "listening on" not in line:
+        proc.kill()
+        raise SystemExit(f"emulator did not start: {line!r}")
+    return proc, line.rsplit(" ", 1)[1].strip()
+
+
+def script(rounds: int) -> list[dict[str, Any]]:
+    """Running for ``rounds - 1`` reads, then completed: ``rounds`` reads per task in all."""
+    return [
+        {"runs": [{"state": "running"}], "polls": rounds - 1},
+        {"runs": [{"state": "completed"}]},
+    ]
+
+
+def engine(batch: bool, interval: float) -> Callable[[str, list[str]], None]:
+    """Observe every task with the engine until all complete."""
+
+    async def run(root: str, ids: list[str]) -> None:
+        policy = PollPolicy(interval=interval, max_interval=10 * interval, jitter=0.0,
+                            request_timeout=60.0)
+        async with TaskclusterBackend(
+            root, policy=policy, batch=batch, max_concurrency=CAP
+        ) as backend:
+            done = asyncio.Event()
+            left = len(ids)
+            failures: list[BaseException] = []
+
+            def finished() -> None:
+                nonlocal left
+                left -= 1
+                if left == 0:
+                    done.set()
+
+            def failed(exc: BaseException) -> None:
+                failures.append(exc)
+                finished()
+
+            for task_id in ids:
+                backend.observe(task_id).subscribe(
+                    on_next=lambda e: None, on_error=failed, on_completed=finished
+                )
+            await done.wait()
+            if failures:
+                raise failures[0]
+
+    return lambda root, ids: asyncio.run(run(root, ids))
+
+
+def thread_per_task(interval: float) -> Callable[[str, list[str]], None]:
+    """A thread per task around the official client, polling until the task is resolved."""
+
+    def run(root: str, ids: list[str]) -> None:
+        errors: list[BaseException] = []
+
+        def one(task_id: str) -> None:
+            queue = taskcluster.Queue({"rootUrl": root, "maxRetries": 5})
+            try:
+                while queue.status(task_id)["status"]["state"] not in RESOLVED:
+                    time.sleep(interval)
+            except BaseException as exc:  # reported after the run
+                errors.append(exc)
+
+        threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in ids]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if errors:
+            raise errors[0]
+
+    return run
+
+
+def measure(
+    control: EmulatorClient, fn: Callable[[str, list[str]], None], tasks: int, rounds: int
+) -> dict[str, float]:
+    """Client CPU, wall time, requests and task-polls of one contender on fresh tasks."""
+    control.reset()
+    ids = control.create_tasks("taskcluster", tasks, script(rounds))
+    root = control.api_url("taskcluster")
+    gc.collect()
+    control.reset_requests()
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn(root, ids)
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    counts = control.requests()
+    polls = sum(counts["by_task"].values())
+    return {
+        "tasks": tasks,
+        "polls": polls,
+        "requests": counts["total"],
+        "per_round": counts["total"] / rounds,
+        "us_per_poll": cpu / polls * 1e6,
+        "cpu": cpu,
+        "wall": wall,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=5000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--thread-tasks", type=int, default=500)
+    parser.add_argument("--interval", type=float, default=1.0)
+    args = parser.parse_args()
+    if args.rounds < 2:
+        raise SystemExit("--rounds must be at least 2")
+    proc, url = start_emulator()
+    try:
+        with EmulatorClient(url, timeout=120) as control:
+            measure(control, engine(True, 0.05), 200, 2)  # warm-up: imports, first connections
+            results = {
+                "engine, batching": measure(
+                    control, engine(True, args.interval), args.tasks, args.rounds
+                ),
+                "engine, batching off": measure(
+                    control, engine(False, args.interval), args.tasks, args.rounds
+                ),
+                "thread per task (official)": measure(
+                    control, thread_per_task(args.interval), args.thread_tasks, args.rounds
+                ),
+            }
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    threads = results["thread per task (official)"]["us_per_poll"]
+    batched = results["engine, batching"]
+    print(f"Taskcluster, {args.rounds} poll rounds per task, interval {args.interval} s, "
+          f"engine concurrency {CAP}, one run:")
+    print(f"  {'contender':28} {'tasks':>6} {'task-polls':>10} {'requests':>9} "
+          f"{'req/round':>10} {'us CPU/poll':>12} {'vs threads':>10} {'wall s':>7}")
+    for name, r in results.items():
+        print(f"  {name:28} {r['tasks']:>6.0f} {r['polls']:>10.0f} {r['requests']:>9.0f} "
+              f"{r['per_round']:>10.1f} {r['us_per_poll']:>12.1f} "
+              f"{threads / r['us_per_poll']:>9.1f}x {r['wall']:>7.1f}")
+    bound = math.ceil(args.tasks / 1000) + 1
+    print(f"  batching: {batched['per_round']:.1f} requests per round for {args.tasks} tasks "
+          f"(target <= {bound}); client CPU per task-poll "
+          f"{threads / batched['us_per_poll']:.1f}x lower than thread-per-task (target >= 10x), "
+          f"{results['engine, batching off']['us_per_poll'] / batched['us_per_poll']:.1f}x "
+          f"lower than the engine with batching off")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""Batched polling through POST /api/queue/v1/tasks/status, proved by the emulator's counts."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+import pytest
+
+from reactive_tasks import AuthenticationError, PollPolicy, TaskNotFound, TaskState, wait
+from reactive_tasks.backends import TaskclusterBackend
+from reactive_tasks.emulator import EmulatorClient
+from tests.taskcluster_helpers import FAST, UNKNOWN, step
+
+BATCH = "taskcluster POST /api/queue/v1/tasks/status"
+SINGLE = "taskcluster GET /api/queue/v1/task/{id}/status"
+
+
+async def watch_all(backend: TaskclusterBackend, ids: list[str]) -> list[Any]:
+    return list(await asyncio.gather(*(wait(backend.observe(i), timeout=60) for i in ids)))
+
+
+async def test_one_request_per_thousand_tasks(emulator: EmulatorClient) -> None:
+    ids = emulator.create_tasks("taskcluster", 1200, [step("completed")])
+    async with TaskclusterBackend(emulator.api_url("taskcluster"), policy=FAST) as backend:
+        finals = await watch_all(backend, ids)
+    assert {f.state for f in finals} == {TaskState.COMPLETED}
+    counts = emulator.requests()
+    assert counts["by_route"] == {BATCH: 2}, "1,000 + 200 ids: two requests, none per task"
+    assert set(counts["by_task"].values()) == {1}
+
+
+async def test_every_round_is_batched(emulator: EmulatorClient) -> None:
+    rounds = 3
+    ids = emulator.create_tasks(
+        "taskcluster", 300, [step("running", polls=rounds - 1), step("completed")]
+    )
+    policy = PollPolicy(interval=0.3, max_interval=1.0, jitter=0.0)
+    async with TaskclusterBackend(emulator.api_url("taskcluster"), policy=policy) as backend:
+        await watch_all(backend, ids)
+    counts = emulator.requests()
+    assert set(counts["by_task"].values()) == {rounds}
+    assert SINGLE not in counts["by_route"]
+    assert counts["by_route"][BATCH] <= 2 * rounds  # one per round (a slow round may split)
+
+
+class _PageLimit(httpx.AsyncBaseTransport):
+    """Asks the batch endpoint for pages of two, to make it answer with continuation tokens."""
+
+    def __init__(self) -> None:
+        self._inner = httpx.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/tasks/status"):
+            request.url = request.url.copy_merge_params({"limit": "2"})
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+async def test_continuation_tokens_are_followed(emulator: EmulatorClient) -> None:
+    ids = emulator.create_tasks("taskcluster", 5, [step("completed")])
+    async with TaskclusterBackend(
+        emulator.api_url("taskcluster"), policy=FAST, transport=_PageLimit()
+    ) as backend:
+        finals = await watch_all(backend, ids)
+    assert {f.task_id for f in finals} == set(ids)
+    counts = emulator.requests()
+    assert counts["by_route"] == {BATCH: 3}, "pages of 2 + 2 + 1"
+
+
+async def test_ids_left_out_are_checked_one_by_one(emulator: EmulatorClient) -> None:
+    ids = emulator.create_tasks("taskcluster", 2, [step("completed")])
+    async with TaskclusterBackend(emulator.api_url("taskcluster"), policy=FAST) as backend:
+        results = await asyncio.gather(
+            *(wait(backend.observe(i), timeout=10) for i in [*ids, UNKNOWN]),
+            return_exceptions=True,
+        )
+    assert [r.state for r in results[:2]] == [TaskState.COMPLETED] * 2  # type: ignore[union-attr]
+    assert isinstance(results[2], TaskNotFound) and results[2].task_id == UNKNOWN
+    assert emulator.requests()["by_route"] == {BATCH: 1, SINGLE: 1}
+
+
+async def test_a_deployment_without_the_batch_endpoint(emulator: EmulatorClient) -> None:
+    missing = {"code": "ResourceNotFound", "message": "no such route", "requestInfo": {}}
+    emulator.inject_fault("taskcluster", "status", status=404, count=100, body=missing,
+                          path_contains="/tasks/status")
+    ids = emulator.create_tasks("taskcluster", 3, [step("running"), step("completed")])
+    async with TaskclusterBackend(emulator.api_url("taskcluster"), policy=FAST) as backend:
+        assert backend.uses_batch_endpoint
+        finals = await watch_all(backend, ids)
+        assert not backend.uses_batch_endpoint, "remembered"
+    assert {f.state for f in finals} == {TaskState.COMPLETED}
+    assert emulator.requests()["by_route"] == {BATCH: 1, SINGLE: 6}
+
+
+async def test_batch_refused_for_one_private_task(emulator: EmulatorClient) -> None:
+    public = emulator.create_tasks("taskcluster", 2, [step("running"), step("completed")])
+    private = emulator.create_task(
+        "taskcluster", [step("running")], clientId="ci/private", accessToken="x" * 44
+    )
+    async with TaskclusterBackend(emulator.api_url("taskcluster"), policy=FAST) as backend:
+        results = await asyncio.gather(
+            *(wait(backend.observe(i), timeout=10) for i in [*public, private]),
+            return_exceptions=True,
+        )
+        assert backend.uses_batch_endpoint, "a 403 is no reason to stop batching"
+    assert [r.state for r in results[:2]] == [TaskState.COMPLETED] * 2  # type: ignore[union-attr]
+    assert isinstance(results[2], AuthenticationError) and results[2].task_id == private
+
+
+@pytest.mark.parametrize("batch", [False, True])
+async def test_batching_can_be_turned_off(emulator: EmulatorClient, batch: bool) -> None:
+    ids = emulator.create_tasks("taskcluster", 4, [step("completed")])
+    async with TaskclusterBackend(
+        emulator.api_url("taskcluster"), policy=FAST, batch=batch
+    ) as backend:
+        await watch_all(backend, ids)
+    expected = {BATCH: 1} if batch else {SINGLE: 4}
+    assert emulator.requests()["by_route"] == expected
