@@ -19,9 +19,17 @@ from _scripted import coin_script, emulator, parser
 from reactivex import Observable
 
 from reactive_tasks import PollPolicy, TaskEvent, aiter, wait
-from reactive_tasks.backends import Backend, CloudCoinBackend
+from reactive_tasks.backends import (
+    AparaviBackend,
+    Backend,
+    CloudCoinBackend,
+    TaskclusterBackend,
+)
 from reactive_tasks.compose import TaskFailed, all_terminal, fail_fast, overall_progress
 from reactive_tasks.emulator import EmulatorClient
+from reactive_tasks.emulator.aparavi import API_KEYS
+
+APARAVI_KEY = API_KEYS[0]  # the key the emulator accepts
 
 POLICY = PollPolicy(interval=0.1)
 
@@ -45,8 +53,42 @@ def cloudcoin_tasks(emu: EmulatorClient, outcomes: Sequence[bool]) -> tuple[Back
 
 
 #: The backends this example spreads its tasks over: add one here and it takes part.
+def taskcluster_tasks(
+    emu: EmulatorClient, outcomes: Sequence[bool]
+) -> tuple[Backend[Any], Streams]:
+    """Taskcluster queue tasks: pending, running, then their last run resolves."""
+    backend = TaskclusterBackend(emu.api_url("taskcluster"), policy=POLICY)
+    ids = [
+        emu.create_task("taskcluster", [
+            {"runs": [{"state": "pending"}], "seconds": 0.2},
+            {"runs": [{"state": "running"}], "seconds": 0.2 + 0.05 * (i % 4)},
+            {"runs": [{"state": "completed" if ok else "failed"}]},
+        ])
+        for i, ok in enumerate(outcomes)
+    ]
+    return backend, [backend.observe(task_id) for task_id in ids]
+
+
+def aparavi_tasks(emu: EmulatorClient, outcomes: Sequence[bool]) -> tuple[Backend[Any], Streams]:
+    """Aparavi DTC pipelines: progress is objects done out of objects found."""
+    backend = AparaviBackend(emu.api_url("aparavi"), api_key=APARAVI_KEY, policy=POLICY)
+    tokens = []
+    for ok in outcomes:
+        steps: list[dict[str, Any]] = [
+            {"status": "Running", "totalCount": 10, "completedCount": n, "seconds": 0.15}
+            for n in (2, 5, 8)
+        ]
+        steps.append({"status": "Completed", "completed": True, "totalCount": 10,
+                      "completedCount": 10 if ok else 9,
+                      "errors": [] if ok else ["parse_1: cannot read 1 object"]})
+        tokens.append(emu.create_task("aparavi", steps, type="cpu"))
+    return backend, [backend.observe(token, task_type="cpu") for token in tokens]
+
+
 BACKENDS: dict[str, TaskFactory] = {
     "cloudcoin": cloudcoin_tasks,
+    "taskcluster": taskcluster_tasks,
+    "aparavi": aparavi_tasks,
 }
 
 
@@ -80,10 +122,8 @@ async def stop_at_first_failure(streams: Streams) -> None:
     """Watch tasks until the first one fails; that ends the stream and stops watching the rest."""
     try:
         await wait(fail_fast(streams), timeout=60)
-    except TaskFailed as failed:
-        event = failed.event
-        print(f"fail_fast: {event.backend} task {event.task_id} ended {event.state}"
-              f" ({event.message}); stopped watching the other {len(streams) - 1}")
+    except TaskFailed as failed:  # failed.event is the task's last event, in full
+        print(f"fail_fast: {failed}; stopped watching the other {len(streams) - 1}")
     else:
         print("fail_fast: every task completed")
 

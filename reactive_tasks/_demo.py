@@ -11,7 +11,7 @@ from reactivex import Observable
 
 from ._models import TaskEvent
 from ._policy import PollPolicy
-from .backends import AparaviBackend, Backend, CloudCoinBackend
+from .backends import AparaviBackend, Backend, CloudCoinBackend, TaskclusterBackend
 
 __all__ = ["SCENARIOS", "run_demo"]
 
@@ -72,7 +72,36 @@ def _aparavi(emulator: Any, count: int, rng: random.Random) -> tuple[Backend[Any
     return backend, streams
 
 
-SCENARIOS: dict[str, Scenario] = {"cloudcoin": _cloudcoin, "aparavi": _aparavi}
+def _taskcluster(emulator: Any, count: int, rng: random.Random) -> tuple[Backend[Any], Streams]:
+    backend = TaskclusterBackend(emulator.api_url("taskcluster"), policy=POLICY)
+    streams: Streams = []
+    for i in range(count):
+        def wait() -> float:
+            return rng.uniform(0.4, 1.2)
+
+        steps: list[dict[str, Any]] = [
+            {"runs": [{"state": "pending"}], "seconds": wait()},
+            {"runs": [{"state": "running"}], "seconds": wait()},
+        ]
+        if i % 4 == 1:  # the worker dies: the queue retries the task on a new run
+            lost = {"state": "exception", "reasonResolved": "worker-shutdown"}
+            steps += [{"runs": [lost, {"state": "pending"}], "seconds": wait()},
+                      {"runs": [lost, {"state": "running"}], "seconds": wait()}]
+            steps.append({"runs": [lost, {"state": "completed"}]})
+        elif i % 4 == 3:
+            steps.append({"runs": [{"state": "exception", "reasonResolved": "deadline-exceeded"}]})
+        else:
+            steps.append({"runs": [{"state": "completed"}]})
+        task_id = emulator.create_task("taskcluster", steps)
+        streams.append((backend.name, task_id, backend.observe(task_id)))
+    return backend, streams
+
+
+SCENARIOS: dict[str, Scenario] = {
+    "cloudcoin": _cloudcoin,
+    "taskcluster": _taskcluster,
+    "aparavi": _aparavi,
+}
 
 
 def run_demo(*, tasks: int = 36, as_json: bool = False, out: TextIO, seed: int = 7) -> int:

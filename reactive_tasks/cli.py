@@ -22,7 +22,7 @@ from ._aio import aiter
 from ._errors import ReactiveTasksError
 from ._models import TaskEvent, TaskState
 from ._policy import PollPolicy
-from .backends import AparaviBackend, Backend, CloudCoinBackend
+from .backends import AparaviBackend, Backend, CloudCoinBackend, TaskclusterBackend
 
 __all__ = ["main"]
 
@@ -64,10 +64,27 @@ def _aparavi(args: argparse.Namespace) -> Watcher:
     return backend, lambda token: backend.observe(token, task_type=args.task_type)
 
 
+def _taskcluster(args: argparse.Namespace) -> Watcher:
+    root_url = args.root_url or os.environ.get("TASKCLUSTER_ROOT_URL")
+    if not root_url:
+        raise SystemExit("reactive-tasks: taskcluster needs --root-url (or TASKCLUSTER_ROOT_URL)")
+    # The official client's environment variables; --token-env names another for the token.
+    token = _secret(args, "token") or os.environ.get("TASKCLUSTER_ACCESS_TOKEN")
+    client_id = os.environ.get("TASKCLUSTER_CLIENT_ID")
+    credentials = None
+    if token and client_id:
+        credentials = {"clientId": client_id, "accessToken": token}
+    elif token:
+        raise SystemExit("reactive-tasks: an access token needs TASKCLUSTER_CLIENT_ID too")
+    backend = TaskclusterBackend(root_url, credentials=credentials, policy=args.policy)
+    return backend, backend.observe
+
+
 #: Backend name -> (backend, observe one id) from parsed arguments.
 BACKEND_FACTORIES: dict[str, Callable[[argparse.Namespace], Watcher]] = {
     "aparavi": _aparavi,
     "cloudcoin": _cloudcoin,
+    "taskcluster": _taskcluster,
 }
 
 

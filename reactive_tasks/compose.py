@@ -18,6 +18,7 @@ from reactivex import operators as ops
 
 from ._errors import ReactiveTasksError
 from ._models import TaskEvent, TaskState
+from ._redact import shorten
 
 __all__ = [
     "TaskFailed",
@@ -37,8 +38,9 @@ class TaskFailed(ReactiveTasksError):
     """``fail_fast``'s error: a task ended failed, cancelled or timed out; ``event`` says which."""
 
     def __init__(self, event: AnyEvent) -> None:
+        # The id shows shortened: for some APIs (Aparavi) the task id is a secret token.
         super().__init__(
-            f"{event.backend} task {event.task_id} ended {event.state.value}"
+            f"{event.backend} task {shorten(event.task_id)} ended {event.state.value}"
             + (f": {event.message}" if event.message else "")
         )
         self.event = event

@@ -90,3 +90,19 @@ def test_watch_aparavi_reads_the_key_from_the_environment(
     monkeypatch.delenv("APARAVI_KEY")
     with pytest.raises(SystemExit, match="APARAVI_KEY is not set"):
         main([*base, "--api-key-env", "APARAVI_KEY", "--task-type", "gpu"])
+
+
+def test_watch_taskcluster(
+    emulator: EmulatorClient, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lost = {"state": "exception", "reasonResolved": "deadline-exceeded"}
+    ok = emulator.create_task("taskcluster")
+    late = emulator.create_task("taskcluster", [{"runs": [{"state": "running"}]}, {"runs": [lost]}])
+    monkeypatch.delenv("TASKCLUSTER_ROOT_URL", raising=False)
+    with pytest.raises(SystemExit, match="--root-url"):
+        main(["watch", "taskcluster", ok])
+    monkeypatch.setenv("TASKCLUSTER_ROOT_URL", emulator.api_url("taskcluster"))
+    assert main(["watch", "taskcluster", ok, late, "--interval", "0.02", "--json"]) == 1
+    finals = {json.loads(line)["task_id"]: json.loads(line)["kind"]
+              for line in capsys.readouterr().out.splitlines()}
+    assert finals == {ok: "TASK_COMPLETED", late: "TASK_TIMEDOUT"}
