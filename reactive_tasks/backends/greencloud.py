@@ -305,7 +305,11 @@ class GreenCloudBackend(Backend[GreenCloudTask]):
     async def fetch_many(
         self, refs: Sequence[TaskRef]
     ) -> AsyncIterator[tuple[TaskRef, GreenCloudTask | BaseException]]:
-        """One list request for all ``refs``; records only of tasks not yet seen assigned."""
+        """One list request for all ``refs``; records only of tasks not yet seen assigned.
+
+        Every answer of the round is handed over together, after the record reads, so that the
+        engine schedules the whole round's next poll on one tick (one list request again).
+        """
         try:
             listing = await self._listing()
         except Exception as exc:  # the list is every task's answer: its fault is theirs too
@@ -315,42 +319,34 @@ class GreenCloudBackend(Backend[GreenCloudTask]):
         now = time.monotonic()
         seen = self._seen
         seen.sweep(now)
+        answers: list[tuple[TaskRef, GreenCloudTask | BaseException]] = []
         unresolved: list[tuple[TaskRef, GreenCloudListEntry | None]] = []
         for ref in refs:
             entry = listing.get(ref.task_id)
-            if entry is None:
-                unresolved.append((ref, None))
-                continue
-            if entry.status != 0:
-                record = seen.get(ref.task_id, now)
-                seen.drop(ref.task_id)
-                yield ref, _snapshot(ref.task_id, entry, record)
-                continue
             record = seen.get(ref.task_id, now)
-            if record is not None:
-                yield ref, _snapshot(ref.task_id, entry, record)
+            if entry is not None and entry.status != 0:
+                seen.drop(ref.task_id)  # finished: nothing more to remember
+                answers.append((ref, _snapshot(ref.task_id, entry, record)))
+            elif entry is not None and record is not None:
+                answers.append((ref, _snapshot(ref.task_id, entry, record)))
             else:
                 unresolved.append((ref, entry))
-        if not unresolved:
-            return
-        limiter = self._scope().limiter
-        results: asyncio.Queue[tuple[TaskRef, GreenCloudTask | BaseException]] = asyncio.Queue()
+        if unresolved:
+            limiter = self._scope().limiter
 
-        async def resolve(ref: TaskRef, entry: GreenCloudListEntry | None) -> None:
-            async with limiter:
-                try:
-                    outcome: GreenCloudTask | BaseException = await self._resolve(ref, entry)
-                except Exception as exc:
-                    outcome = exc
-            results.put_nowait((ref, outcome))
+            async def resolve(
+                ref: TaskRef, entry: GreenCloudListEntry | None
+            ) -> GreenCloudTask | BaseException:
+                async with limiter:
+                    try:
+                        return await self._resolve(ref, entry)
+                    except Exception as exc:
+                        return exc
 
-        tasks = [asyncio.ensure_future(resolve(ref, entry)) for ref, entry in unresolved]
-        try:
-            for _ in range(len(tasks)):
-                yield await results.get()
-        finally:
-            for task in tasks:
-                task.cancel()
+            resolved = await asyncio.gather(*(resolve(ref, entry) for ref, entry in unresolved))
+            answers.extend(zip((ref for ref, _ in unresolved), resolved, strict=True))
+        for answer in answers:
+            yield answer
 
     def interpret(self, snapshot: GreenCloudTask, ref: TaskRef) -> Reading:
         code = snapshot.status

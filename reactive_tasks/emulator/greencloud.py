@@ -194,9 +194,17 @@ def _api_error(fault: Fault) -> Response:
     return _error(code, "Emulated API error" if fault.message is None else fault.message)
 
 
-def _state_of(task: ScriptedTask, *, advance: bool) -> tuple[str, Mapping[str, Any], float]:
-    """The task's state, step fields and when it entered that step; remembers transition times."""
-    view = task.read(advance=advance)
+def _state_of(task: ScriptedTask, *, listing: bool) -> tuple[str, Mapping[str, Any], float]:
+    """The task's state, step fields and when it entered that step; remembers transition times.
+
+    A list read counts one poll, taken at the *next* list read: so a record read in between
+    shows the same step the list just showed, and a ``polls: N`` step is listed exactly N times.
+    """
+    if listing:
+        if task.memo.pop("owed", False):
+            task.read(advance=True)
+        task.memo["owed"] = True
+    view = task.peek()
     fields = view.fields
     state = fields.get("state", "issued")
     if state in ("assigned", "finished"):
@@ -298,7 +306,7 @@ def routes(ctx: ApiContext) -> Sequence[BaseRoute]:
         task = tasks.get(task_id)
         if task is None:
             return _error(404, "task not found")
-        state, fields, _ = _state_of(task, advance=False)
+        state, fields, _ = _state_of(task, listing=False)
         return JSONResponse({
             "functionId": task.extra.get("function_id", DEFAULT_FUNCTION),
             "issued": str(int(task.created)),
@@ -314,7 +322,7 @@ def routes(ctx: ApiContext) -> Sequence[BaseRoute]:
     async def list_tasks(request: Request) -> Response:
         out = []
         for task in tasks.tasks():
-            state, fields, _ = _state_of(task, advance=True)
+            state, fields, _ = _state_of(task, listing=True)
             out.append({
                 "id": task.id,
                 "issued": str(int(task.created)),
@@ -330,7 +338,7 @@ def routes(ctx: ApiContext) -> Sequence[BaseRoute]:
         task = tasks.get(task_id)
         if task is None:
             return _error(404, "task not found")
-        state, fields, _ = _state_of(task, advance=False)
+        state, fields, _ = _state_of(task, listing=False)
         if state != "finished":
             return _error(404, "the task has no result yet")
         body, content_type = _result_of(task, fields)
@@ -361,7 +369,7 @@ def routes(ctx: ApiContext) -> Sequence[BaseRoute]:
                 continue
             if isinstance(until, date) and issued.date() > until:
                 continue
-            state, fields, _ = _state_of(task, advance=False)
+            state, fields, _ = _state_of(task, listing=False)
             if state != "finished":
                 continue
             body, content_type = _result_of(task, fields)
