@@ -510,6 +510,9 @@ class GreenCloudBackend(Backend[GreenCloudTask]):
             entry = GreenCloudListEntry(
                 id=task_id, issued=record.issued, progress=record.progress, status=0
             )
+        elif entry.progress != record.progress:
+            # The record was read after the list: state and progress both come from the record.
+            entry = entry.model_copy(update={"progress": record.progress})
         if started:
             self._seen.put(task_id, record, time.monotonic())
         return _snapshot(task_id, entry, record)
