@@ -299,7 +299,9 @@ async def test_transient_record_faults_lose_and_duplicate_nothing(
     assert not emulator.faults()
 
 
-async def test_retry_after_is_honoured(emulator: EmulatorClient, backend: GreenCloudBackend) -> None:
+async def test_retry_after_is_honoured(
+    emulator: EmulatorClient, backend: GreenCloudBackend
+) -> None:
     task = emulator.create_task("greencloud", [{"state": "finished"}])
     emulator.inject_fault("greencloud", "rate_limit", retry_after=1, path_contains="/list")
     loop = asyncio.get_running_loop()
@@ -337,7 +339,9 @@ async def test_retry_budget_exhausted(emulator: EmulatorClient) -> None:
     assert routes(emulator)[LIST] == 4
 
 
-async def test_disposal_stops_requests(emulator: EmulatorClient, backend: GreenCloudBackend) -> None:
+async def test_disposal_stops_requests(
+    emulator: EmulatorClient, backend: GreenCloudBackend
+) -> None:
     task = emulator.create_task("greencloud", [{"state": "assigned"}])
     sub = backend.observe(task).subscribe(lambda e: None)
     await asyncio.sleep(0.15)

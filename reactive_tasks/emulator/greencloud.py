@@ -109,9 +109,9 @@ def _b64(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def _sign(kind: str, ttl: float, account: str) -> str:
-    claims = {"k": kind, "exp": time.time() + ttl, "ttl": ttl, "n": secrets.token_hex(4),
-              "acct": account}
+def _sign(kind: str, lifetime: float, account: str, access_ttl: float) -> str:
+    claims = {"k": kind, "exp": time.time() + lifetime, "ttl": access_ttl,
+              "n": secrets.token_hex(4), "acct": account}
     payload = _b64(json.dumps(claims, separators=(",", ":")).encode())
     mac = _b64(hmac.new(_SECRET, payload.encode(), hashlib.sha256).digest())
     return f"gc.{payload}.{mac}"
@@ -137,8 +137,8 @@ def _verify(token: str, kind: str) -> dict[str, Any] | None:
 def _tokens(account: str, ttl: float) -> JSONResponse:
     return JSONResponse({
         "expiresIn": int(ttl) if float(ttl).is_integer() else ttl,
-        "accessToken": _sign("access", ttl, account),
-        "refreshToken": _sign("refresh", max(REFRESH_TTL, ttl), account),
+        "accessToken": _sign("access", ttl, account, ttl),
+        "refreshToken": _sign("refresh", max(REFRESH_TTL, ttl), account, ttl),
     })
 
 
