@@ -3,6 +3,14 @@
 from ._base import Backend, Reading, TaskRef, TransientFault
 from .aparavi import AparaviApiError, AparaviBackend, AparaviStatus, AparaviTask
 from .cloudcoin import CloudCoinBackend, CloudCoinTask
+from .greencloud import (
+    GreenCloudBackend,
+    GreenCloudCapabilities,
+    GreenCloudCsvRow,
+    GreenCloudListEntry,
+    GreenCloudRecord,
+    GreenCloudTask,
+)
 from .taskcluster import (
     ArtifactError,
     ArtifactNotFound,
@@ -25,6 +33,12 @@ __all__ = [
     "Backend",
     "CloudCoinBackend",
     "CloudCoinTask",
+    "GreenCloudBackend",
+    "GreenCloudCapabilities",
+    "GreenCloudCsvRow",
+    "GreenCloudListEntry",
+    "GreenCloudRecord",
+    "GreenCloudTask",
     "Reading",
     "TaskRef",
     "TaskclusterArtifact",

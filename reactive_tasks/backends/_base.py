@@ -243,7 +243,7 @@ class Backend(ABC, Generic[SnapshotT]):
             if scope.transport is not None:
                 # The fast path: straight to the transport, skipping the client's auth, cookie,
                 # redirect and hook machinery that polling never uses (a third of the CPU).
-                request = self._request(method, url, params, json, merged, stream)
+                request = self._poll_request(method, url, params, json, merged, stream)
                 response = await scope.transport.handle_async_request(request)
                 if not stream:
                     await response.aread()
@@ -277,7 +277,7 @@ class Backend(ABC, Generic[SnapshotT]):
             )
         return response
 
-    def _request(
+    def _poll_request(
         self,
         method: str,
         url: str,
