@@ -2,12 +2,19 @@
 
 from ._base import Backend, Reading, TaskRef, TransientFault
 from .cloudcoin import CloudCoinBackend, CloudCoinTask
+from .iexec import IExecBackend, IExecDeal, IExecDealEvent, IExecTask, NoTaskResult, ResultNotOnIpfs
 
 __all__ = [
     "Backend",
     "CloudCoinBackend",
     "CloudCoinTask",
+    "IExecBackend",
+    "IExecDeal",
+    "IExecDealEvent",
+    "IExecTask",
+    "NoTaskResult",
     "Reading",
+    "ResultNotOnIpfs",
     "TaskRef",
     "TransientFault",
 ]
