@@ -97,7 +97,7 @@ async def test_deal_reads_happen_once_per_deal(
 async def test_unset_without_deal_id_is_not_found(
     emulator: EmulatorClient, backend: IExecBackend
 ) -> None:
-    deal, (task,) = create_deal(emulator, [{"status": "UNSET"}])
+    _deal, (task,) = create_deal(emulator, [{"status": "UNSET"}])
     with pytest.raises(TaskNotFound, match="No task found") as info:
         await wait(backend.observe(task))
     assert info.value.task_id == task
@@ -116,7 +116,7 @@ async def test_unset_with_unknown_deal_is_not_found(
 async def test_creation_grace_waits_for_the_task(
     emulator: EmulatorClient, backend: IExecBackend
 ) -> None:
-    deal, (task,) = create_deal(emulator, [{"status": "UNSET", "polls": 3}, {"status": "ACTIVE"}])
+    _deal, (task,) = create_deal(emulator, [{"status": "UNSET", "polls": 3}, {"status": "ACTIVE"}])
     policy = PollPolicy(interval=0.02, max_interval=0.1, jitter=0.0, creation_grace=5.0)
     first = await wait(backend.observe(task, policy=policy).pipe(_take(1)))
     assert (first.kind, first.native_status) == (EventKind.TASK_UPDATED, "ACTIVE")
@@ -126,7 +126,7 @@ async def test_active_task_times_out_with_the_clock(
     emulator: EmulatorClient, backend: IExecBackend
 ) -> None:
     # On chain the task stays ACTIVE; TIMEOUT comes from finalDeadline and the local clock.
-    deal, (task,) = create_deal(emulator, [{"status": "ACTIVE"}], deadline_in=1.2)
+    _deal, (task,) = create_deal(emulator, [{"status": "ACTIVE"}], deadline_in=1.2)
     events = [e async for e in aiter(backend.observe(task))]
     assert pairs(events) == [("TASK_UPDATED", "ACTIVE"), ("TASK_TIMEDOUT", "TIMEOUT")]
     final = events[-1]
@@ -156,12 +156,12 @@ async def test_claimed_task_is_failed_not_timeout(
     emulator: EmulatorClient, backend: IExecBackend
 ) -> None:
     # status 4 wins over the timeout, as in the SDK (statusName is TIMEOUT only below 3).
-    deal, (task,) = create_deal(
+    _deal, (task,) = create_deal(
         emulator, [{"status": "ACTIVE", "polls": 2}, {"status": "FAILED"}], deadline_in=-10
     )
     first = await backend.status(task)
     assert (first.kind, first.native_status) == (EventKind.TASK_TIMEDOUT, "TIMEOUT")
-    claimed_deal, (claimed,) = create_deal(emulator, [{"status": "FAILED"}], deadline_in=-10)
+    _claimed_deal, (claimed,) = create_deal(emulator, [{"status": "FAILED"}], deadline_in=-10)
     events = [e async for e in aiter(backend.observe(claimed))]
     assert pairs(events) == [("TASK_FAILED", "FAILED")]
     assert events[0].state is TaskState.FAILED and events[0].snapshot.taskTimedOut
@@ -170,7 +170,7 @@ async def test_claimed_task_is_failed_not_timeout(
 async def test_completed_task_never_times_out(
     emulator: EmulatorClient, backend: IExecBackend
 ) -> None:
-    deal, (task,) = create_deal(emulator, [{"status": "COMPLETED"}], deadline_in=-10)
+    _deal, (task,) = create_deal(emulator, [{"status": "COMPLETED"}], deadline_in=-10)
     event = await wait(backend.observe(task))
     assert (event.kind, event.native_status) == (EventKind.TASK_COMPLETED, "COMPLETED")
     assert not event.snapshot.taskTimedOut
@@ -188,7 +188,7 @@ async def test_results_decode_like_the_sdk(
         ('{"storage": 5}', {"storage": "none", "location": None}),
     ]
     for raw, expected in cases:
-        deal, (task,) = create_deal(emulator, [{"status": "COMPLETED", "results": raw}])
+        _deal, (task,) = create_deal(emulator, [{"status": "COMPLETED", "results": raw}])
         snapshot = (await backend.status(task)).snapshot
         assert snapshot.results.model_dump(include={"storage", "location"}) == expected
 
@@ -205,7 +205,7 @@ async def test_status_reads_once_like_show(
 async def test_subscribers_share_one_poll(
     emulator: EmulatorClient, backend: IExecBackend
 ) -> None:
-    deal, (task,) = create_deal(
+    _deal, (task,) = create_deal(
         emulator, [{"status": "ACTIVE", "polls": 6}, {"status": "COMPLETED"}]
     )
     a, b = await asyncio.gather(
