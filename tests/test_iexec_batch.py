@@ -104,3 +104,15 @@ async def test_observed_tasks_are_polled_together(emulator: EmulatorClient) -> N
     assert max(transport.batches) == 100  # chunked by IExecBackend.max_batch
     # 4 rounds of 150 tasks in chunks of at most 100: a handful of requests, not 600
     assert len(transport.batches) <= 12
+
+
+async def test_concurrent_chunks_read_a_deal_once(emulator: EmulatorClient) -> None:
+    steps = [{"status": "UNSET", "polls": 2}, {"status": "COMPLETED"}]
+    deal, tasks = create_deal(emulator, steps, count=250)  # 3 chunks polled concurrently
+    backend = IExecBackend(emulator.api_url("iexec") + "/rpc", HUB_ADDRESS, policy=FAST)
+    try:
+        finals = await asyncio.gather(*(wait(backend.observe(t, deal_id=deal)) for t in tasks))
+    finally:
+        await backend.aclose()
+    assert {f.native_status for f in finals} == {"COMPLETED"}
+    assert emulator.requests()["by_task"][deal] == 1

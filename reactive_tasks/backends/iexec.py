@@ -472,11 +472,13 @@ class IExecBackend(Backend[IExecTask]):
         if to_read:
             try:
                 read = await self._read_deals(to_read, shown)
-            except BaseException as exc:
+            except asyncio.CancelledError:
+                # Others awaiting this read retry it at their next poll.
+                cancelled = TransientFault("the deal read was cancelled")
+                self._settle_pending(loop, {d: cancelled for d in to_read})
+                raise
+            except Exception as exc:
                 read = {d: exc for d in to_read}
-                if isinstance(exc, asyncio.CancelledError):
-                    self._settle_pending(loop, read)
-                    raise
             self._settle_pending(loop, read)
             out.update(read)
         for deal_id, future in waiting.items():
