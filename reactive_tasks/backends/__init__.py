@@ -11,6 +11,7 @@ from .greencloud import (
     GreenCloudRecord,
     GreenCloudTask,
 )
+from .iexec import IExecBackend, IExecDeal, IExecDealEvent, IExecTask, NoTaskResult, ResultNotOnIpfs
 from .taskcluster import (
     ArtifactError,
     ArtifactNotFound,
@@ -39,7 +40,13 @@ __all__ = [
     "GreenCloudListEntry",
     "GreenCloudRecord",
     "GreenCloudTask",
+    "IExecBackend",
+    "IExecDeal",
+    "IExecDealEvent",
+    "IExecTask",
+    "NoTaskResult",
     "Reading",
+    "ResultNotOnIpfs",
     "TaskRef",
     "TaskclusterArtifact",
     "TaskclusterBackend",

@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount
 
-from . import aparavi, cloudcoin, greencloud, taskcluster
+from . import aparavi, cloudcoin, greencloud, iexec, taskcluster
 from ._api import EmulatedApi, Registry
 from ._control import control_routes
 from ._faults import install_reset_log_filter
@@ -18,7 +18,9 @@ from ._faults import install_reset_log_filter
 __all__ = ["APIS", "create_app"]
 
 # One line per emulated API: its module's `API`.
-APIS: tuple[EmulatedApi, ...] = (cloudcoin.API, aparavi.API, taskcluster.API, greencloud.API)
+APIS: tuple[EmulatedApi, ...] = (
+    cloudcoin.API, aparavi.API, taskcluster.API, greencloud.API, iexec.API
+)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
