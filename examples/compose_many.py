@@ -23,11 +23,15 @@ from reactive_tasks.backends import (
     AparaviBackend,
     Backend,
     CloudCoinBackend,
+    GreenCloudBackend,
+    IExecBackend,
     TaskclusterBackend,
 )
 from reactive_tasks.compose import TaskFailed, all_terminal, fail_fast, overall_progress
 from reactive_tasks.emulator import EmulatorClient
 from reactive_tasks.emulator.aparavi import API_KEYS
+from reactive_tasks.emulator.iexec import HUB_ADDRESS as IEXEC_HUB
+from reactive_tasks.emulator.iexec import create_deal
 
 APARAVI_KEY = API_KEYS[0]  # the key the emulator accepts
 
@@ -85,10 +89,41 @@ def aparavi_tasks(emu: EmulatorClient, outcomes: Sequence[bool]) -> tuple[Backen
     return backend, [backend.observe(token, task_type="cpu") for token in tokens]
 
 
+def greencloud_tasks(
+    emu: EmulatorClient, outcomes: Sequence[bool]
+) -> tuple[Backend[Any], Streams]:
+    """GreenCloud function calls: the function's HTTP status decides success."""
+    backend = GreenCloudBackend(emu.api_url("greencloud"), api_key="example-key", policy=POLICY)
+    ids = [
+        emu.create_task("greencloud", [
+            {"state": "issued", "progress": 0, "seconds": 0.15},
+            {"state": "assigned", "progress": 40, "seconds": 0.2},
+            {"state": "finished", "progress": 100, "status": 200 if ok else 500},
+        ])
+        for ok in outcomes
+    ]
+    return backend, [backend.observe(task_id) for task_id in ids]
+
+
+def iexec_tasks(emu: EmulatorClient, outcomes: Sequence[bool]) -> tuple[Backend[Any], Streams]:
+    """One iExec deal with a task per outcome, read from the PoCo hub over JSON-RPC."""
+    backend = IExecBackend(emu.api_url("iexec") + "/rpc", IEXEC_HUB, policy=POLICY)
+    if not outcomes:
+        return backend, []
+    deal_id, task_ids = create_deal(emu, [
+        [{"status": "ACTIVE", "seconds": 0.2}, {"status": "REVEALING", "seconds": 0.2},
+         {"status": "COMPLETED" if ok else "FAILED"}]
+        for ok in outcomes
+    ])
+    return backend, [backend.observe(task_id, deal_id=deal_id) for task_id in task_ids]
+
+
 BACKENDS: dict[str, TaskFactory] = {
     "cloudcoin": cloudcoin_tasks,
     "taskcluster": taskcluster_tasks,
     "aparavi": aparavi_tasks,
+    "greencloud": greencloud_tasks,
+    "iexec": iexec_tasks,
 }
 
 

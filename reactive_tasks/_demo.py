@@ -11,7 +11,14 @@ from reactivex import Observable
 
 from ._models import TaskEvent
 from ._policy import PollPolicy
-from .backends import AparaviBackend, Backend, CloudCoinBackend, TaskclusterBackend
+from .backends import (
+    AparaviBackend,
+    Backend,
+    CloudCoinBackend,
+    GreenCloudBackend,
+    IExecBackend,
+    TaskclusterBackend,
+)
 
 __all__ = ["SCENARIOS", "run_demo"]
 
@@ -97,10 +104,50 @@ def _taskcluster(emulator: Any, count: int, rng: random.Random) -> tuple[Backend
     return backend, streams
 
 
+def _greencloud(emulator: Any, count: int, rng: random.Random) -> tuple[Backend[Any], Streams]:
+    backend = GreenCloudBackend(
+        emulator.api_url("greencloud"), api_key="demo-api-key", policy=POLICY
+    )
+    streams: Streams = []
+    for i in range(count):
+        steps: list[dict[str, Any]] = [{"state": "issued", "progress": 0, "seconds": 0.5}]
+        steps += _ramp(rng, lambda p: {"state": "assigned", "progress": p})
+        code = 500 if i % 6 == 4 else 200
+        steps.append({"state": "finished", "progress": 100, "status": code,
+                      "result": {"ok": code == 200}})
+        task_id = emulator.create_task("greencloud", steps)
+        streams.append((backend.name, task_id, backend.observe(task_id)))
+    return backend, streams
+
+
+def _iexec(emulator: Any, count: int, rng: random.Random) -> tuple[Backend[Any], Streams]:
+    from .emulator.iexec import HUB_ADDRESS, create_deal
+
+    backend = IExecBackend(emulator.api_url("iexec") + "/rpc", HUB_ADDRESS, policy=POLICY)
+    scripts: list[list[dict[str, Any]]] = []
+    for i in range(count):
+        def wait() -> float:
+            return rng.uniform(0.4, 1.2)
+
+        last = {"status": "FAILED"} if i % 5 == 3 else {"status": "COMPLETED"}
+        scripts.append([{"status": "UNSET", "seconds": wait()},
+                        {"status": "ACTIVE", "seconds": wait()},
+                        {"status": "REVEALING", "seconds": wait()}, last])
+    if not scripts:
+        return backend, []
+    deal_id, task_ids = create_deal(emulator, scripts)
+    streams: Streams = [
+        (backend.name, t, backend.observe(t, deal_id=deal_id)) for t in task_ids
+    ]
+    return backend, streams
+
+
 SCENARIOS: dict[str, Scenario] = {
     "cloudcoin": _cloudcoin,
     "taskcluster": _taskcluster,
     "aparavi": _aparavi,
+    "greencloud": _greencloud,
+    "iexec": _iexec,
 }
 
 

@@ -22,7 +22,14 @@ from ._aio import aiter
 from ._errors import ReactiveTasksError
 from ._models import TaskEvent, TaskState
 from ._policy import PollPolicy
-from .backends import AparaviBackend, Backend, CloudCoinBackend, TaskclusterBackend
+from .backends import (
+    AparaviBackend,
+    Backend,
+    CloudCoinBackend,
+    GreenCloudBackend,
+    IExecBackend,
+    TaskclusterBackend,
+)
 
 __all__ = ["main"]
 
@@ -80,10 +87,34 @@ def _taskcluster(args: argparse.Namespace) -> Watcher:
     return backend, backend.observe
 
 
+def _greencloud(args: argparse.Namespace) -> Watcher:
+    token, key = _secret(args, "token"), _secret(args, "api-key")
+    if (token is None) == (key is None):
+        raise SystemExit("reactive-tasks: greencloud needs one of --token-env or --api-key-env")
+    backend = GreenCloudBackend(
+        args.base_url or "https://api.greencloud.dev", token=token, api_key=key,
+        policy=args.policy,
+    )
+    return backend, backend.observe
+
+
+def _iexec(args: argparse.Namespace) -> Watcher:
+    if args.chain:
+        overrides = {"rpc_url": args.rpc_url} if args.rpc_url else {}
+        backend = IExecBackend.for_chain(args.chain, policy=args.policy, **overrides)
+    elif args.rpc_url and args.hub:
+        backend = IExecBackend(args.rpc_url, args.hub, policy=args.policy)
+    else:
+        raise SystemExit("reactive-tasks: iexec needs --chain NAME, or --rpc-url and --hub")
+    return backend, lambda task_id: backend.observe(task_id, deal_id=args.deal_id)
+
+
 #: Backend name -> (backend, observe one id) from parsed arguments.
 BACKEND_FACTORIES: dict[str, Callable[[argparse.Namespace], Watcher]] = {
     "aparavi": _aparavi,
     "cloudcoin": _cloudcoin,
+    "greencloud": _greencloud,
+    "iexec": _iexec,
     "taskcluster": _taskcluster,
 }
 

@@ -106,3 +106,27 @@ def test_watch_taskcluster(
     finals = {json.loads(line)["task_id"]: json.loads(line)["kind"]
               for line in capsys.readouterr().out.splitlines()}
     assert finals == {ok: "TASK_COMPLETED", late: "TASK_TIMEDOUT"}
+
+
+def test_watch_greencloud_and_iexec(
+    emulator: EmulatorClient, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from reactive_tasks.emulator.iexec import HUB_ADDRESS, create_deal
+
+    green = emulator.create_task("greencloud")
+    monkeypatch.setenv("GC_KEY", "cli-test-key")
+    assert main(["watch", "greencloud", green, "--base-url", emulator.api_url("greencloud"),
+                 "--api-key-env", "GC_KEY", "--interval", "0.02", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["native_status"] == "200"
+    with pytest.raises(SystemExit, match="one of --token-env or --api-key-env"):
+        main(["watch", "greencloud", green])
+
+    deal, (task,) = create_deal(emulator, [{"status": "UNSET"}, {"status": "ACTIVE"},
+                                           {"status": "COMPLETED"}])
+    assert main(["watch", "iexec", task, "--rpc-url", emulator.api_url("iexec") + "/rpc",
+                 "--hub", HUB_ADDRESS, "--deal-id", deal, "--interval", "0.02", "--json"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(e["kind"], e["native_status"]) for e in lines] == [
+        ("TASK_UPDATED", "UNSET"), ("TASK_UPDATED", "ACTIVE"), ("TASK_COMPLETED", "COMPLETED")]
+    with pytest.raises(SystemExit, match="--chain NAME"):
+        main(["watch", "iexec", task])
