@@ -19,11 +19,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
+
+from _emulator import start_emulator
 
 from reactive_tasks import PollPolicy
 from reactive_tasks.backends import Backend, GreenCloudBackend, GreenCloudTask, TaskRef
@@ -34,21 +34,6 @@ CAP = 32
 INTERVAL = 0.25
 LIST = "greencloud GET /v1/task/list"
 RECORD = "greencloud GET /v1/task/{id}"
-
-
-def start_emulator() -> tuple[subprocess.Popen[str], str]:
-    """The emulator in a child process; returns it and its base URL."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "reactive_tasks.emulator", "--port", "0"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if "listening on" not in line:
-        proc.kill()
-        raise SystemExit(f"emulator did not start: {line!r}")
-    return proc, line.rsplit(" ", 1)[1].strip()
 
 
 class PerTaskBackend(GreenCloudBackend):

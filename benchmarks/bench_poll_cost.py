@@ -19,8 +19,6 @@ import argparse
 import asyncio
 import gc
 import os
-import subprocess
-import sys
 import time
 import tracemalloc
 from collections.abc import Awaitable, Callable
@@ -28,27 +26,13 @@ from typing import Any
 
 import aiohttp
 import httpx
+from _emulator import start_emulator
 
 from reactive_tasks import PollPolicy, wait
 from reactive_tasks.backends import CloudCoinBackend
 from reactive_tasks.emulator import EmulatorClient
 
 CAP = 32
-
-
-def start_emulator() -> tuple[subprocess.Popen[str], str]:
-    """The emulator in a child process; returns it and its base URL."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "reactive_tasks.emulator", "--port", "0"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if "listening on" not in line:
-        proc.kill()
-        raise SystemExit(f"emulator did not start: {line!r}")
-    return proc, line.rsplit(" ", 1)[1].strip()
 
 
 def script(rounds: int) -> list[dict[str, Any]]:

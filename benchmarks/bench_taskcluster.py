@@ -24,14 +24,13 @@ import argparse
 import asyncio
 import gc
 import math
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 import taskcluster
+from _emulator import start_emulator
 
 from reactive_tasks import PollPolicy
 from reactive_tasks.backends import TaskclusterBackend
@@ -39,21 +38,6 @@ from reactive_tasks.emulator import EmulatorClient
 
 CAP = 32
 RESOLVED = frozenset({"completed", "failed", "exception"})
-
-
-def start_emulator() -> tuple[subprocess.Popen[str], str]:
-    """The emulator in a child process; returns it and its base URL."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "reactive_tasks.emulator", "--port", "0"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if "listening on" not in line:
-        proc.kill()
-        raise SystemExit(f"emulator did not start: {line!r}")
-    return proc, line.rsplit(" ", 1)[1].strip()
 
 
 def script(rounds: int) -> list[dict[str, Any]]:

@@ -114,7 +114,7 @@ class _Retry(NamedTuple):
 
 
 class _Fail(NamedTuple):
-    error: BaseException
+    error: Exception
 
 
 def _decide(
@@ -305,14 +305,22 @@ class PollHub(Generic[S]):
         else:
             self._drop(watch)
 
-    def close(self) -> None:
-        """Stop every poll without notifying subscribers (the backend is being closed)."""
+    async def aclose(self) -> None:
+        """Stop every poll without notifying subscribers, and wait for requests to unwind.
+
+        Waiting matters: the backend closes its HTTP client next, and a request still unwinding
+        must not reopen a connection behind it.
+        """
+        batches = list(self._batches)
         for watch in list(self._watches.values()):
             for sub in watch.subs:
                 sub.disposed = True
                 if sub.timer is not None:
                     sub.timer.cancel()
             self._drop(watch)
+        for task in batches:
+            task.cancel()
+        await asyncio.gather(*batches, return_exceptions=True)
 
     def _time_out(self, sub: _Subscription) -> None:
         watch = sub.watch
@@ -467,16 +475,13 @@ class PollHub(Generic[S]):
             self._push(watch)
 
     def _complete(self, watch: _Watch) -> None:
-        subs = list(watch.subs)
-        self._drop(watch)
-        for sub in subs:
-            if sub.timer is not None:
-                sub.timer.cancel()
-            if not sub.disposed:
-                sub.disposed = True
-                self._call(sub.observer.on_completed)
+        self._finish(watch, lambda observer: observer.on_completed())
 
-    def _fail(self, watch: _Watch, error: BaseException) -> None:
+    def _fail(self, watch: _Watch, error: Exception) -> None:
+        self._finish(watch, lambda observer: observer.on_error(error))
+
+    def _finish(self, watch: _Watch, notify: Callable[[abc.ObserverBase[Any]], None]) -> None:
+        """Stop polling ``watch`` and send every live subscriber its last notification."""
         subs = list(watch.subs)
         self._drop(watch)
         for sub in subs:
@@ -484,7 +489,7 @@ class PollHub(Generic[S]):
                 sub.timer.cancel()
             if not sub.disposed:
                 sub.disposed = True
-                self._call(sub.observer.on_error, error)
+                self._call(notify, sub.observer)
 
     def _deliver(self, sub: _Subscription, event: TaskEvent[Any]) -> None:
         if not sub.disposed:

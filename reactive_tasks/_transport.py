@@ -76,9 +76,12 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._keepalive_expiry = keepalive_expiry
         self._max_body = max_body
         self._session: aiohttp.ClientSession | None = None
+        self._closed = False
         self._timeouts: dict[tuple[float | None, ...], aiohttp.ClientTimeout] = {}
 
     def _get_session(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise RuntimeError("this transport is closed")
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(
                 limit=self._max_connections,
@@ -160,6 +163,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         return content
 
     async def aclose(self) -> None:
+        self._closed = True
         session, self._session = self._session, None
         if session is not None and not session.closed:
             await session.close()

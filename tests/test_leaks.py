@@ -6,6 +6,8 @@ import asyncio
 import os
 import threading
 
+import pytest
+
 from reactive_tasks import PollPolicy, TaskState
 from reactive_tasks.backends import CloudCoinBackend
 from reactive_tasks.emulator import EmulatorClient
@@ -106,3 +108,36 @@ def test_a_script_exits_cleanly_without_closing_anything(emulator: EmulatorClien
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "COMPLETED"
     assert "Unclosed" not in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("api", ["cloudcoin", "greencloud"])
+async def test_closing_mid_request_leaves_no_session_behind(
+    emulator: EmulatorClient, caplog: pytest.LogCaptureFixture, api: str
+) -> None:
+    import gc
+
+    from reactive_tasks.backends import GreenCloudBackend
+
+    steps = {"cloudcoin": [{"status": "running", "progress": 1}],
+             "greencloud": [{"state": "assigned", "progress": 1}]}[api]
+    ids = emulator.create_tasks(api, 40, steps)
+    emulator.inject_fault(api, "slow", delay=0.3, count=80)
+    sockets0 = open_sockets()
+    tasks0 = len(asyncio.all_tasks())
+    url = emulator.api_url(api)
+    backend = (
+        CloudCoinBackend(url, max_concurrency=8) if api == "cloudcoin"
+        else GreenCloudBackend(url, api_key="leak-test-key", max_concurrency=8)
+    )
+    subs = [backend.observe(task_id).subscribe(lambda e: None) for task_id in ids]
+    await asyncio.sleep(0.1)  # requests in flight, more queued behind the cap
+    for sub in subs[: len(subs) // 2]:  # half disposed just before closing, half left running
+        sub.dispose()
+    await backend.aclose()
+    assert len(asyncio.all_tasks()) == tasks0, "aclose waited for every request to unwind"
+    gc.collect()
+    await asyncio.sleep(0.4)
+    gc.collect()
+    assert "Unclosed" not in caplog.text
+    await settle(lambda: open_sockets() == sockets0)
+    assert open_sockets() == sockets0

@@ -14,7 +14,7 @@ import threading
 import time
 import weakref
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Hashable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -22,8 +22,15 @@ import httpx
 from pydantic import BaseModel, ValidationError
 from reactivex import Observable
 
-from .._engine import PollHub, Reading, TaskRef, fetch_once, observe_ref
-from .._errors import AuthenticationError, ConfigurationError, ProtocolError, TransientFault
+from .._engine import PollHub, Reading, TaskRef, fetch_once, is_transient, observe_ref
+from .._errors import (
+    AuthenticationError,
+    BackendError,
+    BackendUnavailable,
+    ConfigurationError,
+    ProtocolError,
+    TransientFault,
+)
 from .._models import SnapshotT, TaskEvent
 from .._policy import PollPolicy
 from .._redact import protect_query_params, redact_url
@@ -161,6 +168,8 @@ class Backend(ABC, Generic[SnapshotT]):
         finally:
             for task in workers:
                 task.cancel()
+            # Let them unwind before the caller goes on (it may be closing the client).
+            await asyncio.gather(*workers, return_exceptions=True)
 
     # -- the public API ----------------------------------------------------------------------
 
@@ -308,6 +317,27 @@ class Backend(ABC, Generic[SnapshotT]):
             self._requests[url] = request
         return request
 
+    async def send_once(
+        self, request: Awaitable[httpx.Response], *, what: str, task_id: str | None = None
+    ) -> httpx.Response:
+        """Await a one-off request outside polling; a transient fault ends it at once.
+
+        Creating a task is not idempotent and a download has no poll loop to retry in, so a
+        timeout, reset, 5xx or 429 here becomes ``BackendUnavailable`` (wrapping the fault)
+        instead of a retry; typed errors pass through.
+        """
+        try:
+            return await request
+        except Exception as exc:
+            if isinstance(exc, BackendError) or not is_transient(exc):
+                raise
+            shown = None if task_id is None else self.display_id(task_id)
+            text = str(exc) or type(exc).__name__
+            err = BackendUnavailable(
+                f"{what} failed and was not retried: {text}", backend=self.name, task_id=shown
+            )
+            raise err from exc
+
     def parse(self, model: type[M], content: bytes | str | Any, task_id: str | None = None) -> M:
         """Validate an answer against ``model``; anything off-shape is a ``ProtocolError``."""
         try:
@@ -374,7 +404,7 @@ async def _capture(awaitable: Any) -> Any:
 
 
 async def _close_scope(scope: _LoopScope) -> None:
-    scope.hub.close()
+    await scope.hub.aclose()
     if scope.owns_client:
         await scope.client.aclose()
 

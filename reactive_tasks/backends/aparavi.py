@@ -20,7 +20,6 @@ from reactivex import Observable
 
 from .._errors import (
     AuthenticationError,
-    BackendUnavailable,
     ConfigurationError,
     InvalidTaskId,
     TaskNotFound,
@@ -276,17 +275,9 @@ class AparaviBackend(Backend[AparaviStatus]):
     async def _act(
         self, method: str, token: str | None, *, params: Mapping[str, Any], json: Any = None
     ) -> httpx.Response:
-        """One request that changes something: never retried, faults become errors at once."""
-        try:
-            return await self.send(method, "/task", task_id=token, params=params, json=json)
-        except (TransientFault, httpx.TransportError, OSError) as exc:
-            text = str(exc) or type(exc).__name__
-            err = BackendUnavailable(
-                f"{method} /task failed ({self._scrub(text, token)}); not retried",
-                backend=self.name,
-                task_id=None if token is None else self.display_id(token),
-            )
-            raise err from exc
+        """One request that changes something: sent once, never retried."""
+        request = self.send(method, "/task", task_id=token, params=params, json=json)
+        return await self.send_once(request, what=f"{method} /task", task_id=token)
 
     def _data(self, response: httpx.Response, token: str | None) -> Any:
         """The ``data`` of an OK envelope; anything else raises the matching typed error."""

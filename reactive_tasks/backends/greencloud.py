@@ -23,7 +23,6 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, Valid
 
 from .._errors import (
     AuthenticationError,
-    BackendUnavailable,
     ConfigurationError,
     InvalidTaskId,
     TaskNotFound,
@@ -553,14 +552,9 @@ class GreenCloudBackend(Backend[GreenCloudTask]):
         params: Mapping[str, Any] | None = None,
         json: Any = None,
     ) -> httpx.Response:
-        """A request outside any observation: a transient fault becomes ``BackendUnavailable``."""
-        try:
-            return await self._request(method, path, task_id=task_id, params=params, json=json)
-        except (TransientFault, httpx.TransportError) as exc:
-            error = BackendUnavailable(
-                f"{method} failed and was not retried: {exc}", backend=self.name, task_id=task_id
-            )
-            raise error from exc
+        """A request outside any observation: sent once, never retried."""
+        request = self._request(method, path, task_id=task_id, params=params, json=json)
+        return await self.send_once(request, what=method, task_id=task_id)
 
     def _auth_lock(self) -> asyncio.Lock:
         loop = asyncio.get_running_loop()

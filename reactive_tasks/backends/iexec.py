@@ -21,16 +21,14 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-import httpx
 import reactivex
 from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError
 from reactivex import Observable
 from reactivex import operators as ops
 
-from .._engine import fetch_once, is_transient, observe_coroutine
+from .._engine import fetch_once, observe_coroutine
 from .._errors import (
     BackendError,
-    BackendUnavailable,
     ConfigurationError,
     InvalidTaskId,
     TaskNotFound,
@@ -671,17 +669,9 @@ class IExecBackend(Backend[IExecTask]):
                 "the result has no usable IPFS location", backend=self.name, task_id=shown
             )
         url = self.ipfs_gateway + (location if location.startswith("/") else "/" + location)
-        try:
-            response = await self.send("GET", url, task_id=shown)
-        except (TransientFault, httpx.TransportError, TimeoutError, OSError) as exc:
-            if isinstance(exc, BackendError) or not is_transient(exc):
-                raise
-            err = BackendUnavailable(
-                f"the IPFS gateway failed: {exc or type(exc).__name__}",
-                backend=self.name,
-                task_id=shown,
-            )
-            raise err from exc
+        response = await self.send_once(
+            self.send("GET", url, task_id=shown), what="the IPFS gateway", task_id=shown
+        )
         if response.status_code != 200:
             raise self.protocol_error(
                 f"the IPFS gateway answered HTTP {response.status_code} for {location[:80]}",

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from reactivex import Observable
 from reactivex import operators as ops
 
-from .._engine import is_transient, observe_coroutine
+from .._engine import observe_coroutine
 from .._errors import (
     AuthenticationError,
     BackendError,
@@ -373,18 +373,9 @@ class TaskclusterBackend(Backend[TaskclusterStatus]):
         return {"Authorization": sender.request_header}
 
     async def _one_off(self, method: str, url: str, task_id: str) -> httpx.Response:
-        """A request outside polling: transient faults become ``BackendUnavailable`` at once."""
-        try:
-            return await self._signed_send(method, url, task_id=task_id)
-        except Exception as exc:
-            if isinstance(exc, BackendError) or not is_transient(exc):
-                raise
-            err = BackendUnavailable(
-                f"the request failed: {exc or type(exc).__name__}",
-                backend=self.name,
-                task_id=task_id,
-            )
-            raise err from exc
+        """A request outside polling: sent once, never retried."""
+        request = self._signed_send(method, url, task_id=task_id)
+        return await self.send_once(request, what="the request", task_id=task_id)
 
     def _explain(self, response: httpx.Response) -> str:
         """``HTTP 404 ResourceNotFound: <first line of the message>`` from an error answer."""
@@ -618,16 +609,8 @@ class TaskclusterBackend(Backend[TaskclusterStatus]):
         return target
 
     async def _unsigned(self, url: str, task_id: str, *, stream: bool) -> httpx.Response:
-        try:
-            return await self.send("GET", url, task_id=task_id, stream=stream)
-        except Exception as exc:
-            if isinstance(exc, BackendError) or not is_transient(exc):
-                raise
-            raise BackendUnavailable(
-                f"the download failed: {exc or type(exc).__name__}",
-                backend=self.name,
-                task_id=task_id,
-            ) from exc
+        request = self.send("GET", url, task_id=task_id, stream=stream)
+        return await self.send_once(request, what="the download", task_id=task_id)
 
     def _artifact_failure(self, response: httpx.Response, task_id: str, name: str) -> None:
         code = response.status_code
