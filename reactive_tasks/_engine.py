@@ -234,6 +234,7 @@ class _Watch:
     failures: int = 0
     next_due: float = 0.0
     in_flight: bool = False
+    polled_at: float = 0.0
     closed: bool = False
     batch: asyncio.Task[None] | None = None
 
@@ -379,13 +380,15 @@ class PollHub(Generic[S]):
     def _tick(self) -> None:
         self._timer = None
         self._timer_when = math.inf
-        horizon = self._loop.time() + _TICK_SLACK
+        now = self._loop.time()
+        horizon = now + _TICK_SLACK
         due: list[_Watch] = []
         heap = self._heap
         while heap and heap[0][0] <= horizon:
             when, _, watch = heapq.heappop(heap)
             if self._valid(when, watch):
                 watch.in_flight = True
+                watch.polled_at = now
                 due.append(watch)
         while heap and not self._valid(heap[0][0], heap[0][2]):
             heapq.heappop(heap)
@@ -471,7 +474,12 @@ class PollHub(Generic[S]):
             self._complete(watch)
             return
         if not watch.closed:
-            watch.next_due = self._aligned(now, policy)
+            # From the tick the poll belonged to, not from when its answer was read: answers of
+            # one round settle over some milliseconds and must not straddle a grid line, or the
+            # round splits into several batches next time. A round slower than its interval
+            # waits from now instead.
+            due = self._aligned(watch.polled_at, policy)
+            watch.next_due = due if due > now else self._aligned(now, policy)
             self._push(watch)
 
     def _complete(self, watch: _Watch) -> None:

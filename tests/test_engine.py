@@ -386,3 +386,21 @@ async def test_observe_coroutine_runs_on_the_loop_and_cancels_on_dispose() -> No
 
 async def _raise(exc: Exception) -> int:
     raise exc
+
+
+async def test_a_round_stays_one_batch_even_when_settling_takes_time() -> None:
+    """Answers of one round settle over a while; the next round must still be one batch."""
+
+    class SlowToRead(MemoryBackend):
+        def interpret(self, snapshot: Any, ref: Any) -> Any:
+            time.sleep(0.0012)  # 200 tasks: 240 ms of settling, over half the 400 ms interval
+            return super().interpret(snapshot, ref)
+
+    backend = SlowToRead(policy=PollPolicy(interval=0.4, jitter=0.0))
+    recs = [Recorder() for _ in range(200)]
+    for i, rec in enumerate(recs):
+        backend.script(f"t{i}", S.RUNNING, (S.RUNNING, 10.0), (S.RUNNING, 20.0), S.COMPLETED)
+        rec.subscribe(backend.observe(f"t{i}"))
+    await asyncio.wait_for(asyncio.gather(*(r.done.wait() for r in recs)), 10)
+    assert [len(b) for b in backend.batches] == [200] * 4
+    await backend.aclose()
