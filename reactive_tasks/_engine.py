@@ -43,6 +43,7 @@ __all__ = [
     "PollSource",
     "Reading",
     "TaskRef",
+    "call_with_retries",
     "fetch_once",
     "is_transient",
     "observe_coroutine",
@@ -129,7 +130,7 @@ def _decide(
 
     ``failures`` already counts this failure; ``age`` is how long the task has been watched.
     """
-    shown = source.display_id(ref.task_id)
+    shown = source.display_id(ref.task_id) if ref.task_id else None
     if isinstance(exc, TaskNotFound) and age < policy.creation_grace:
         return _Retry(min(policy.interval, max(policy.creation_grace - age, 0.0)))
     if isinstance(exc, BackendError):
@@ -194,22 +195,48 @@ def _read(source: PollSource, ref: TaskRef, snapshot: Any) -> tuple[Reading, Has
 
 async def fetch_once(source: PollSource, ref: TaskRef, policy: PollPolicy) -> TaskEvent[S]:
     """One fresh reading of one task, retrying transient faults under ``policy``."""
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    failures = 0
-    while True:
+
+    async def read() -> TaskEvent[S]:
         outcome: Any = TransientFault("no answer for the task")
         async for got_ref, got in source.fetch_many([ref]):
             if got_ref == ref:
                 outcome = got
-        if not isinstance(outcome, BaseException):
-            reading, _ = _read(source, ref, outcome)
-            event: TaskEvent[S] = _make_event(source, ref, outcome, reading, 0)
-            return event
-        failures += 1
-        decision = _decide(source, ref, outcome, failures, loop.time() - started, policy)
-        if isinstance(decision, _Fail):
-            raise decision.error
+        if isinstance(outcome, BaseException):
+            raise outcome
+        reading, _ = _read(source, ref, outcome)
+        event: TaskEvent[S] = _make_event(source, ref, outcome, reading, 0)
+        return event
+
+    return await call_with_retries(source, ref, read, policy, wrap_unknown=True)
+
+
+async def call_with_retries(
+    source: PollSource,
+    ref: TaskRef,
+    call: Callable[[], Awaitable[T]],
+    policy: PollPolicy,
+    *,
+    wrap_unknown: bool = False,
+) -> T:
+    """Await ``call()``, retrying transient faults as a poll would (backoff, Retry-After,
+    budget), for one-off reads outside any observation.
+
+    Typed errors pass through; an unexpected exception passes through as is, or with
+    ``wrap_unknown`` becomes a ``ProtocolError`` as it would in a poll.
+    """
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    failures = 0
+    while True:
+        try:
+            return await call()
+        except Exception as exc:
+            if not wrap_unknown and not isinstance(exc, BackendError) and not is_transient(exc):
+                raise
+            failures += 1
+            decision = _decide(source, ref, exc, failures, loop.time() - started, policy)
+            if isinstance(decision, _Fail):
+                raise decision.error from decision.error.__cause__  # the last fault, if any
         await asyncio.sleep(decision.delay)
 
 

@@ -231,6 +231,17 @@ async def test_submit_to_missing_function(backend: GreenCloudBackend) -> None:
         await backend.submit(MISSING_FUNCTION)
 
 
+async def test_reads_outside_polling_are_retried(
+    emulator: EmulatorClient, backend: GreenCloudBackend
+) -> None:
+    task = await backend.submit(FUNCTION, body={"x": 1})
+    emulator.inject_fault("greencloud", "status", status=503, path_contains="/v1/task/" + task)
+    emulator.inject_fault("greencloud", "reset", path_contains="/v1/task/" + task)
+    record = await backend.record(task)
+    assert record.functionId == FUNCTION
+    assert not emulator.faults(), "both faults were met, then the read went through"
+
+
 async def test_submit_is_not_retried(emulator: EmulatorClient, backend: GreenCloudBackend) -> None:
     emulator.inject_fault("greencloud", "status", status=503, path_contains="/v1/task/")
     with pytest.raises(BackendUnavailable, match="not retried") as info:

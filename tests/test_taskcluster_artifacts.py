@@ -109,6 +109,13 @@ async def test_typed_errors(
     assert info.value.reason == "file-missing-on-worker" and info.value.task_id == task
     with pytest.raises(ArtifactNotFound):
         await backend.fetch_artifact(UNKNOWN, "public/logs/live.log")
+    # A read is retried like a poll: one 503 is absorbed, a persistent one exhausts the budget.
     emulator.inject_fault("taskcluster", "status", status=503, path_contains="/artifacts/")
-    with pytest.raises(BackendUnavailable, match="503"):
+    assert await backend.fetch_artifact(task, "public/logs/live.log")
+    assert not emulator.faults()
+    emulator.inject_fault("taskcluster", "status", status=503, count=100,
+                          path_contains="/artifacts/")
+    with pytest.raises(BackendUnavailable, match="503") as failed:
         await backend.fetch_artifact(task, "public/logs/live.log")
+    assert "consecutive failed polls" in str(failed.value)
+    emulator.clear_faults()

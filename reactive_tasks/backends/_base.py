@@ -14,7 +14,7 @@ import threading
 import time
 import weakref
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Awaitable, Hashable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -22,7 +22,15 @@ import httpx
 from pydantic import BaseModel, ValidationError
 from reactivex import Observable
 
-from .._engine import PollHub, Reading, TaskRef, fetch_once, is_transient, observe_ref
+from .._engine import (
+    PollHub,
+    Reading,
+    TaskRef,
+    call_with_retries,
+    fetch_once,
+    is_transient,
+    observe_ref,
+)
 from .._errors import (
     AuthenticationError,
     BackendError,
@@ -337,6 +345,17 @@ class Backend(ABC, Generic[SnapshotT]):
                 f"{what} failed and was not retried: {text}", backend=self.name, task_id=shown
             )
             raise err from exc
+
+    async def send_retrying(
+        self,
+        request: Callable[[], Awaitable[httpx.Response]],
+        *,
+        task_id: str | None = None,
+    ) -> httpx.Response:
+        """A one-off read that is safe to repeat (listings, results, downloads): transient
+        faults are retried under the backend's policy, as a poll would be."""
+        ref = TaskRef("" if task_id is None else task_id)
+        return await call_with_retries(self, ref, request, self.policy)
 
     def parse(self, model: type[M], content: bytes | str | Any, task_id: str | None = None) -> M:
         """Validate an answer against ``model``; anything off-shape is a ``ProtocolError``."""

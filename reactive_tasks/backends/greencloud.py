@@ -552,7 +552,13 @@ class GreenCloudBackend(Backend[GreenCloudTask]):
         params: Mapping[str, Any] | None = None,
         json: Any = None,
     ) -> httpx.Response:
-        """A request outside any observation: sent once, never retried."""
+        """A request outside any observation: a read is retried as a poll would be; anything
+        else (a create) is sent once, since repeating it is not safe."""
+        if method == "GET":
+            return await self.send_retrying(
+                lambda: self._request(method, path, task_id=task_id, params=params),
+                task_id=task_id,
+            )
         request = self._request(method, path, task_id=task_id, params=params, json=json)
         return await self.send_once(request, what=method, task_id=task_id)
 

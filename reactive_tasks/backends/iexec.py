@@ -669,8 +669,8 @@ class IExecBackend(Backend[IExecTask]):
                 "the result has no usable IPFS location", backend=self.name, task_id=shown
             )
         url = self.ipfs_gateway + (location if location.startswith("/") else "/" + location)
-        response = await self.send_once(
-            self.send("GET", url, task_id=shown), what="the IPFS gateway", task_id=shown
+        response = await self.send_retrying(
+            lambda: self.send("GET", url, task_id=shown), task_id=shown
         )
         if response.status_code != 200:
             raise self.protocol_error(

@@ -373,9 +373,10 @@ class TaskclusterBackend(Backend[TaskclusterStatus]):
         return {"Authorization": sender.request_header}
 
     async def _one_off(self, method: str, url: str, task_id: str) -> httpx.Response:
-        """A request outside polling: sent once, never retried."""
-        request = self._signed_send(method, url, task_id=task_id)
-        return await self.send_once(request, what="the request", task_id=task_id)
+        """A read outside polling (a listing, an artifact): retried as a poll would be."""
+        return await self.send_retrying(
+            lambda: self._signed_send(method, url, task_id=task_id), task_id=task_id
+        )
 
     def _explain(self, response: httpx.Response) -> str:
         """``HTTP 404 ResourceNotFound: <first line of the message>`` from an error answer."""
@@ -609,8 +610,9 @@ class TaskclusterBackend(Backend[TaskclusterStatus]):
         return target
 
     async def _unsigned(self, url: str, task_id: str, *, stream: bool) -> httpx.Response:
-        request = self.send("GET", url, task_id=task_id, stream=stream)
-        return await self.send_once(request, what="the download", task_id=task_id)
+        return await self.send_retrying(
+            lambda: self.send("GET", url, task_id=task_id, stream=stream), task_id=task_id
+        )
 
     def _artifact_failure(self, response: httpx.Response, task_id: str, name: str) -> None:
         code = response.status_code
