@@ -7,6 +7,7 @@ import uuid
 from typing import Any
 
 import pytest
+from fault_matrix import transient_faults
 
 from reactive_tasks import (
     AuthenticationError,
@@ -279,18 +280,7 @@ LIFECYCLE = [
 ]
 
 
-@pytest.mark.parametrize(
-    "fault",
-    [
-        {"kind": "status", "status": 503, "count": 3},
-        {"kind": "status", "status": 500, "count": 2},
-        {"kind": "rate_limit", "retry_after": 0.05, "count": 2},
-        {"kind": "reset", "count": 2},
-        {"kind": "slow", "delay": 0.6, "count": 1},
-        {"kind": "api_error", "code": 502, "message": "Engine busy", "count": 2},
-    ],
-    ids=lambda f: f["kind"] + str(f.get("status", f.get("code", ""))),
-)
+@pytest.mark.parametrize("fault", transient_faults({"code": 502, "message": "Engine busy"}))
 async def test_transient_faults_lose_and_duplicate_nothing(
     emulator: EmulatorClient, fault: dict[str, Any]
 ) -> None:

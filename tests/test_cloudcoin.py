@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fault_matrix import transient_faults
 
 from reactive_tasks import (
     AuthenticationError,
@@ -127,18 +128,7 @@ async def test_alias_route(emulator: EmulatorClient) -> None:
 LIFECYCLE = [("running", 0), ("running", 30), ("running", 60), ("completed", 100)]
 
 
-@pytest.mark.parametrize(
-    "fault",
-    [
-        {"kind": "status", "status": 503, "count": 3},
-        {"kind": "status", "status": 500, "count": 2},
-        {"kind": "rate_limit", "retry_after": 0.05, "count": 2},
-        {"kind": "reset", "count": 2},
-        {"kind": "slow", "delay": 0.6, "count": 1},
-        {"kind": "api_error", "code": 5000, "message": "Internal error", "count": 2},
-    ],
-    ids=lambda f: f["kind"] + str(f.get("status", f.get("code", ""))),
-)
+@pytest.mark.parametrize("fault", transient_faults({"code": 5000, "message": "Internal error"}))
 async def test_transient_faults_lose_and_duplicate_nothing(
     emulator: EmulatorClient, fault: dict[str, Any]
 ) -> None:

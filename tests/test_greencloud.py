@@ -7,6 +7,7 @@ from datetime import date
 from typing import Any
 
 import pytest
+from fault_matrix import transient_faults
 
 from reactive_tasks import (
     BackendUnavailable,
@@ -262,18 +263,7 @@ PHASED: list[dict[str, Any]] = [
 ]
 
 
-@pytest.mark.parametrize(
-    "fault",
-    [
-        {"kind": "status", "status": 503, "count": 3, "path_contains": "/list"},
-        {"kind": "status", "status": 500, "count": 2, "path_contains": "/list"},
-        {"kind": "rate_limit", "retry_after": 0.05, "count": 2, "path_contains": "/list"},
-        {"kind": "reset", "count": 2, "path_contains": "/list"},
-        {"kind": "slow", "delay": 0.6, "count": 1, "path_contains": "/list"},
-        {"kind": "api_error", "code": 502, "count": 2, "path_contains": "/list"},
-    ],
-    ids=lambda f: f["kind"] + str(f.get("status", f.get("code", ""))),
-)
+@pytest.mark.parametrize("fault", transient_faults({"code": 502}, path_contains="/list"))
 async def test_transient_list_faults_lose_and_duplicate_nothing(
     emulator: EmulatorClient, fault: dict[str, Any]
 ) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import reactivex
 import taskcluster
+from fault_matrix import transient_faults
 
 from reactive_tasks import (
     AuthenticationError,
@@ -212,20 +213,12 @@ LIFECYCLE = [step("pending"), step("running"), step("exception:worker-shutdown",
              step("exception:worker-shutdown", "completed")]
 EXPECTED = [(TaskState.PENDING, 1), (TaskState.RUNNING, 1), (TaskState.RUNNING, 2),
             (TaskState.COMPLETED, 2)]
-FAULTS = [
-    {"kind": "status", "status": 503, "count": 3},
-    {"kind": "status", "status": 500, "count": 2},
-    {"kind": "rate_limit", "retry_after": 0.05, "count": 2},
-    {"kind": "reset", "count": 2},
-    {"kind": "api_error", "code": 500, "message": "InternalServerError", "count": 2},
-]
+FAULTS = transient_faults(
+    {"code": 500, "message": "InternalServerError"}, slow=False
+)
 
 
-def fault_id(fault: dict[str, Any]) -> str:
-    return str(fault["kind"]) + str(fault.get("status", fault.get("code", "")))
-
-
-@pytest.mark.parametrize("fault", FAULTS, ids=fault_id)
+@pytest.mark.parametrize("fault", FAULTS)
 async def test_fault_bursts_lose_and_duplicate_nothing(
     emulator: EmulatorClient, fault: dict[str, Any]
 ) -> None:
@@ -241,7 +234,7 @@ async def test_fault_bursts_lose_and_duplicate_nothing(
     assert not emulator.faults(), "every injected fault was met and retried"
 
 
-@pytest.mark.parametrize("fault", FAULTS[:3], ids=fault_id)
+@pytest.mark.parametrize("fault", FAULTS[:3])
 async def test_fault_bursts_on_the_batch_endpoint(
     emulator: EmulatorClient, fault: dict[str, Any]
 ) -> None:
