@@ -404,3 +404,50 @@ async def test_a_round_stays_one_batch_even_when_settling_takes_time() -> None:
     await asyncio.wait_for(asyncio.gather(*(r.done.wait() for r in recs)), 10)
     assert [len(b) for b in backend.batches] == [200] * 4
     await backend.aclose()
+
+
+async def test_observables_are_cold_a_new_subscription_polls_afresh(
+    backend: MemoryBackend,
+) -> None:
+    backend.script("t1", S.RUNNING, S.COMPLETED)
+    obs = backend.observe("t1")
+    assert (await wait(obs, timeout=5)).state is S.COMPLETED
+    calls = backend.calls["t1"]
+    again = await wait(obs, timeout=5)
+    assert again.state is S.COMPLETED and again.sequence == 0
+    assert backend.calls["t1"] == calls + 1, "the terminal watch was dropped; this one re-polls"
+
+
+def test_subscribe_and_dispose_from_many_threads_at_once() -> None:
+    backend = MemoryBackend(policy=FAST)
+    errors: list[BaseException] = []
+    received = []
+
+    def churn(n: int) -> None:
+        try:
+            for i in range(100):
+                sub = backend.observe(f"t{(n * 7 + i) % 13}").subscribe(received.append)
+                if i % 3:
+                    threading.Event().wait(0.001)
+                sub.dispose()
+        except BaseException as exc:  # pragma: no cover - the assertion below reports it
+            errors.append(exc)
+
+    threads = [threading.Thread(target=churn, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not errors
+    from reactive_tasks._runtime import background_loop
+
+    loop = background_loop()
+    asyncio.run_coroutine_threadsafe(asyncio.sleep(0.05), loop).result(5)  # removals land
+    hub = backend._hub_for(loop)
+    assert asyncio.run_coroutine_threadsafe(_watched(hub), loop).result(5) == 0
+    assert received, "events were delivered while subscriptions lived"
+    backend.close()
+
+
+async def _watched(hub: Any) -> int:
+    return int(hub.watched)
