@@ -51,7 +51,7 @@ async def test_every_member_until_all_are_terminal(emulator: EmulatorClient) -> 
         assert [e.sequence for e in mine] == list(range(len(mine)))
         assert [e.state.terminal for e in mine] == [False] * (len(mine) - 1) + [True]
     counts = emulator.requests()["by_route"]
-    assert counts[LIST] == 1
+    assert counts[LIST] == 2, "listed at the start, and once more to find nothing new"
     assert counts[BATCH] >= 1, "members are polled together"
 
 
@@ -61,8 +61,31 @@ async def test_large_group_is_paged_and_batched(emulator: EmulatorClient) -> Non
     async with TaskclusterBackend(emulator.api_url("taskcluster"), policy=FAST) as backend:
         seen = {e.task_id async for e in aiter(backend.observe_group(decision))}
     assert len(seen) == 1001
-    # 1,000 ids in one batch request; the 1,001st alone is read by its own GET
-    assert emulator.requests()["by_route"] == {LIST: 2, BATCH: 1, SINGLE: 1}
+    # 1,000 ids in one batch request; the 1,001st alone is read by its own GET. The group
+    # is listed twice (two pages each): at the start, and to confirm nothing was added.
+    assert emulator.requests()["by_route"] == {LIST: 4, BATCH: 1, SINGLE: 1}
+
+
+async def test_tasks_added_while_watching_are_picked_up(emulator: EmulatorClient) -> None:
+    """A decision task adds children to its group while it runs; they belong to the stream."""
+    decision = emulator.create_task(
+        "taskcluster", [step("running", polls=3), step("completed")]
+    )
+    children: list[str] = []
+    async with TaskclusterBackend(emulator.api_url("taskcluster"), policy=FAST) as backend:
+        events = []
+        async for event in aiter(backend.observe_group(decision)):
+            events.append(event)
+            if event.task_id == decision and not children:  # the decision task is running
+                children = emulator.create_tasks(
+                    "taskcluster", 3, [step("pending"), step("running"), step("completed")],
+                    taskGroupId=decision,
+                )
+    last = {e.task_id: e.state for e in events}
+    assert last == {decision: TaskState.COMPLETED, **dict.fromkeys(children, TaskState.COMPLETED)}
+    assert len(children) == 3
+    # The stream completes only after the children's terminal events.
+    assert events[-1].task_id in children and events[-1].state is TaskState.COMPLETED
 
 
 async def test_unknown_group_is_an_error(emulator: EmulatorClient) -> None:

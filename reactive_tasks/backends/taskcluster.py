@@ -516,26 +516,34 @@ class TaskclusterBackend(Backend[TaskclusterStatus]):
     ) -> Observable[TaskEvent[TaskclusterStatus]]:
         """Events of every task of a group, completing once all of them are terminal.
 
-        The group is listed once at subscription; each member is then watched like
-        ``observe`` (so the engine polls them together, a batch request per 1,000). Tasks added
-        to the group later are not included.
+        The group is listed at subscription and its members watched like ``observe`` (so the
+        engine polls them together, a batch request per 1,000). Whenever every member known so
+        far is terminal, the group is listed again: tasks added meanwhile (a decision task's
+        children) are watched in turn, and the stream completes only when a listing finds
+        nothing new.
         """
         group = self._group_id(task_group_id)
         if policy is not None and not isinstance(policy, PollPolicy):
             raise ConfigurationError("policy must be a PollPolicy")
 
-        def watch(
-            members: list[TaskclusterGroupMember],
-        ) -> Observable[TaskEvent[TaskclusterStatus]]:
-            ids = list(dict.fromkeys(m.status.taskId for m in members))
-            if not ids:
-                return reactivex.empty()
-            return reactivex.merge(*(self.observe(i, policy=policy) for i in ids))
+        def wave(known: frozenset[str]) -> Observable[TaskEvent[TaskclusterStatus]]:
+            def watch(
+                members: list[TaskclusterGroupMember],
+            ) -> Observable[TaskEvent[TaskclusterStatus]]:
+                new = [i for i in dict.fromkeys(m.status.taskId for m in members) if i not in known]
+                if not new:
+                    return reactivex.empty()
+                streams = reactivex.merge(*(self.observe(i, policy=policy) for i in new))
+                return reactivex.concat(
+                    streams, reactivex.defer(lambda _: wave(known.union(new)))
+                )
 
-        listing: Observable[list[TaskclusterGroupMember]] = observe_coroutine(
-            lambda: self.list_task_group(group)
-        )
-        return listing.pipe(ops.flat_map(watch))
+            listing: Observable[list[TaskclusterGroupMember]] = observe_coroutine(
+                lambda: self.list_task_group(group)
+            )
+            return listing.pipe(ops.flat_map(watch))
+
+        return wave(frozenset())
 
     # -- artifacts ---------------------------------------------------------------------------
 
