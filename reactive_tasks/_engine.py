@@ -146,11 +146,19 @@ def _decide(
             return _Fail(gave_up)
         retry_after = exc.retry_after if isinstance(exc, TransientFault) else None
         return _Retry(policy.retry_delay(failures, retry_after))
+    return _Fail(_protocol_error(source, ref, exc))
+
+
+def _protocol_error(
+    source: PollSource, ref: TaskRef, exc: BaseException, doing: str = "read"
+) -> ProtocolError:
+    """An unexpected exception while handling an answer, as the typed error it stands for."""
+    shown = source.display_id(ref.task_id) if ref.task_id else None
     err = ProtocolError(
-        f"could not read the answer: {_describe(exc)}", backend=source.name, task_id=shown
+        f"could not {doing} the answer: {_describe(exc)}", backend=source.name, task_id=shown
     )
     err.__cause__ = exc
-    return _Fail(err)
+    return err
 
 
 def _describe(exc: BaseException) -> str:
@@ -185,12 +193,7 @@ def _read(source: PollSource, ref: TaskRef, snapshot: Any) -> tuple[Reading, Has
     except BackendError:
         raise
     except Exception as exc:
-        err = ProtocolError(
-            f"could not interpret the answer: {_describe(exc)}",
-            backend=source.name,
-            task_id=source.display_id(ref.task_id),
-        )
-        raise err from exc
+        raise _protocol_error(source, ref, exc, "interpret") from exc
 
 
 async def fetch_once(source: PollSource, ref: TaskRef, policy: PollPolicy) -> TaskEvent[S]:
@@ -489,7 +492,9 @@ class PollHub(Generic[S]):
             else:
                 event = None
         except Exception as exc:
-            self._fail(watch, exc if isinstance(exc, BackendError) else _wrap(self, watch, exc))
+            if not isinstance(exc, BackendError):
+                exc = _protocol_error(self._source, watch.ref, exc)
+            self._fail(watch, exc)
             return
         if event is not None:
             watch.sequence += 1
@@ -537,16 +542,6 @@ class PollHub(Generic[S]):
             fn(*args)
         except Exception:
             logger.exception("a subscriber's callback raised; the observation goes on")
-
-
-def _wrap(hub: PollHub[Any], watch: _Watch, exc: BaseException) -> ProtocolError:
-    err = ProtocolError(
-        f"could not read the answer: {_describe(exc)}",
-        backend=hub._source.name,
-        task_id=hub._source.display_id(watch.ref.task_id),
-    )
-    err.__cause__ = exc
-    return err
 
 
 def observe_ref(
