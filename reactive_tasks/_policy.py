@@ -17,7 +17,9 @@ class PollPolicy:
 
     ``interval`` is the base poll period. After a transient fault (timeout, reset, 5xx, 429) the
     next poll waits a random delay up to ``min(max_interval, interval * backoff**failures)``
-    (full jitter), never less than the server's ``Retry-After``. ``retry_budget`` consecutive
+    (full jitter), never less than the server's ``Retry-After`` up to ``max_retry_after`` (a
+    longer Retry-After is cut to that cap, so a hostile or confused server cannot park a watch
+    for hours). ``retry_budget`` consecutive
     failed polls end the observation with ``BackendUnavailable``. ``timeout`` bounds the whole
     observation (``ObservationTimeout``); ``creation_grace`` tolerates "not found" that long after
     subscribing, for tasks the API has not made visible yet. ``jitter`` is the fraction of the
@@ -33,6 +35,7 @@ class PollPolicy:
     retry_budget: int = 10
     timeout: float | None = None
     creation_grace: float = 0.0
+    max_retry_after: float = 300.0
 
     def __post_init__(self) -> None:
         def finite(name: str, value: float, *, positive: bool) -> None:
@@ -48,6 +51,7 @@ class PollPolicy:
         finite("creation_grace", self.creation_grace, positive=False)
         finite("jitter", self.jitter, positive=False)
         finite("backoff", self.backoff, positive=True)
+        finite("max_retry_after", self.max_retry_after, positive=True)
         if self.backoff < 1:
             raise ConfigurationError(f"PollPolicy.backoff must be >= 1, got {self.backoff!r}")
         if self.jitter > 1:
@@ -67,10 +71,11 @@ class PollPolicy:
         return float(min(self.max_interval, self.interval * self.backoff**exponent))
 
     def retry_delay(self, failures: int, retry_after: float | None = None) -> float:
-        """A full-jitter delay before the next try, with ``Retry-After`` as its floor."""
+        """A full-jitter delay before the next try, with ``Retry-After`` (capped at
+        ``max_retry_after``) as its floor."""
         delay = random.uniform(0.0, self.backoff_bound(failures))
         if retry_after is not None:
-            delay = max(delay, min(retry_after, self.max_interval * 10))
+            delay = max(delay, min(retry_after, self.max_retry_after))
         return delay
 
     def exhausted(self, failures: int) -> bool:
