@@ -9,11 +9,13 @@ a thread. Backends plug in through the small ``PollSource`` protocol and are nev
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import heapq
 import logging
 import math
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, NamedTuple, Protocol, TypeVar
@@ -34,7 +36,7 @@ from ._errors import (
 )
 from ._models import TaskEvent, TaskState
 from ._policy import PollPolicy
-from ._runtime import current_or_background_loop, in_loop_thread
+from ._runtime import current_or_background_loop, in_loop_thread, on_background_loop
 from ._transport import ResponseTooLarge
 
 __all__ = [
@@ -44,6 +46,7 @@ __all__ = [
     "Reading",
     "TaskRef",
     "call_with_retries",
+    "current_request_timeout",
     "fetch_once",
     "is_transient",
     "observe_coroutine",
@@ -56,6 +59,14 @@ S = TypeVar("S")
 T = TypeVar("T")
 
 _TICK_SLACK = 0.002  # polls due within this many seconds of a tick join its batch
+
+_request_timeout: ContextVar[float | None] = ContextVar("reactive_tasks_timeout", default=None)
+
+
+def current_request_timeout() -> float | None:
+    """The request timeout of the poll or read running in this context, when the engine set
+    one: backends send with it, so that a policy given to ``observe()`` reaches the wire."""
+    return _request_timeout.get()
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,43 +121,47 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, TransientFault | httpx.TransportError | TimeoutError | OSError)
 
 
-class _Retry(NamedTuple):
-    delay: float
-
-
-class _Fail(NamedTuple):
-    error: Exception
-
-
-def _decide(
+def _verdict(
     source: PollSource,
     ref: TaskRef,
     exc: BaseException,
     failures: int,
     age: float,
     policy: PollPolicy,
-) -> _Retry | _Fail:
-    """What to do after a failed poll: retry after a delay, or give up with a typed error.
+) -> Exception | None:
+    """The error that ends an observation under ``policy`` after a failed poll, or None to retry.
 
-    ``failures`` already counts this failure; ``age`` is how long the task has been watched.
+    ``failures`` already counts this failure; ``age`` is how long the observation has run.
     """
     shown = source.display_id(ref.task_id) if ref.task_id else None
     if isinstance(exc, TaskNotFound) and age < policy.creation_grace:
-        return _Retry(min(policy.interval, max(policy.creation_grace - age, 0.0)))
+        return None
     if isinstance(exc, BackendError):
-        return _Fail(exc)
+        return exc
     if is_transient(exc):
-        if policy.exhausted(failures):
-            gave_up = BackendUnavailable(
-                f"gave up after {failures} consecutive failed polls; last: {_describe(exc)}",
-                backend=source.name,
-                task_id=shown,
-            )
-            gave_up.__cause__ = exc
-            return _Fail(gave_up)
-        retry_after = exc.retry_after if isinstance(exc, TransientFault) else None
-        return _Retry(policy.retry_delay(failures, retry_after))
-    return _Fail(_protocol_error(source, ref, exc))
+        if not policy.exhausted(failures):
+            return None
+        gave_up = BackendUnavailable(
+            f"gave up after {failures} consecutive failed polls; "
+            f"last: {_describe(exc, policy.request_timeout)}",
+            backend=source.name,
+            task_id=shown,
+        )
+        gave_up.__cause__ = exc
+        return gave_up
+    return _protocol_error(source, ref, exc)
+
+
+def _retry_delay(exc: BaseException, failures: int, grace_left: float, policy: PollPolicy) -> float:
+    """How long to wait before polling again after a fault that ended no observation."""
+    if isinstance(exc, TaskNotFound):
+        return min(policy.interval, max(grace_left, 0.0))
+    retry_after = exc.retry_after if isinstance(exc, TransientFault) else None
+    return policy.retry_delay(failures, retry_after)
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    return isinstance(exc, httpx.TimeoutException | TimeoutError)
 
 
 def _protocol_error(
@@ -161,7 +176,12 @@ def _protocol_error(
     return err
 
 
-def _describe(exc: BaseException) -> str:
+def _describe(exc: BaseException, request_timeout: float | None = None) -> str:
+    if _is_timeout(exc):
+        text = str(exc)
+        if text.startswith("request timed out after") or request_timeout is None:
+            return text or "request timed out"
+        return f"request timed out after {request_timeout:g} s"
     if isinstance(exc, ValidationError):
         return f"response does not validate ({exc.error_count()} errors)"
     text = str(exc) or type(exc).__name__
@@ -230,17 +250,23 @@ async def call_with_retries(
     loop = asyncio.get_running_loop()
     started = loop.time()
     failures = 0
-    while True:
-        try:
-            return await call()
-        except Exception as exc:
-            if not wrap_unknown and not isinstance(exc, BackendError) and not is_transient(exc):
-                raise
-            failures += 1
-            decision = _decide(source, ref, exc, failures, loop.time() - started, policy)
-            if isinstance(decision, _Fail):
-                raise decision.error from decision.error.__cause__  # the last fault, if any
-        await asyncio.sleep(decision.delay)
+    token = _request_timeout.set(policy.request_timeout)
+    try:
+        while True:
+            try:
+                return await call()
+            except Exception as exc:
+                if not wrap_unknown and not isinstance(exc, BackendError) and not is_transient(exc):
+                    raise
+                failures += 1
+                age = loop.time() - started
+                error = _verdict(source, ref, exc, failures, age, policy)
+                if error is not None:
+                    raise error from error.__cause__  # the last fault, if any
+                delay = _retry_delay(exc, failures, policy.creation_grace - age, policy)
+            await asyncio.sleep(delay)
+    finally:
+        _request_timeout.reset(token)
 
 
 @dataclass(eq=False)
@@ -250,6 +276,7 @@ class _Subscription:
     watch: _Watch | None = None
     timer: asyncio.TimerHandle | None = None
     disposed: bool = False
+    started: float = 0.0
 
 
 @dataclass(eq=False)
@@ -265,6 +292,7 @@ class _Watch:
     next_due: float = 0.0
     in_flight: bool = False
     polled_at: float = 0.0
+    stall_mark: float = 0.0
     closed: bool = False
     batch: asyncio.Task[None] | None = None
 
@@ -286,6 +314,7 @@ class PollHub(Generic[S]):
         self._batches: dict[asyncio.Task[None], int] = {}  # batch -> members still waiting
         self._epoch = loop.time()
         self._phase = random.random()
+        self._stalled = 0.0  # seconds the loop spent inside subscribers' callbacks, in total
 
     @property
     def watched(self) -> int:
@@ -299,6 +328,7 @@ class PollHub(Generic[S]):
         if sub.disposed:
             return
         now = self._loop.time()
+        sub.started = now
         watch = self._watches.get(ref)
         if watch is None:
             watch = _Watch(ref=ref, started=now, policy=sub.policy, next_due=now)
@@ -307,13 +337,13 @@ class PollHub(Generic[S]):
             self._push(watch)
         else:
             watch.subs.append(sub)
-            if sub.policy.interval < watch.policy.interval:
-                watch.policy = sub.policy
-                if not watch.in_flight and watch.failures == 0:
-                    sooner = self._aligned(now, sub.policy)
-                    if sooner < watch.next_due:
-                        watch.next_due = sooner
-                        self._push(watch)
+            before = watch.policy.interval
+            watch.policy = _shared_policy(watch.subs)
+            if watch.policy.interval < before and not watch.in_flight and watch.failures == 0:
+                sooner = self._aligned(now, watch.policy)
+                if sooner < watch.next_due:
+                    watch.next_due = sooner
+                    self._push(watch)
         sub.watch = watch
         if sub.policy.timeout is not None:
             sub.timer = self._loop.call_later(sub.policy.timeout, self._time_out, sub)
@@ -332,7 +362,7 @@ class PollHub(Generic[S]):
         if sub in watch.subs:
             watch.subs.remove(sub)
         if watch.subs:
-            watch.policy = min((s.policy for s in watch.subs), key=lambda p: p.interval)
+            watch.policy = _shared_policy(watch.subs)
         else:
             self._drop(watch)
 
@@ -359,6 +389,8 @@ class PollHub(Generic[S]):
         self.remove(sub)
         task = self._source.display_id(watch.ref.task_id) if watch else "?"
         self._call(
+            task,
+            "on_error",
             observer.on_error,
             ObservationTimeout(
                 f"{self._source.name} task {task} reached no terminal state "
@@ -419,6 +451,7 @@ class PollHub(Generic[S]):
             if self._valid(when, watch):
                 watch.in_flight = True
                 watch.polled_at = now
+                watch.stall_mark = self._stalled
                 due.append(watch)
         while heap and not self._valid(heap[0][0], heap[0][2]):
             heapq.heappop(heap)
@@ -445,6 +478,9 @@ class PollHub(Generic[S]):
     async def _run_batch(self, chunk: list[_Watch]) -> None:
         pending = {w.ref: w for w in chunk}
         cancelled = False
+        # This task's own context: the requests of this batch (and the workers a backend starts
+        # for them) use the longest request timeout any subscriber of these tasks asked for.
+        _request_timeout.set(max(w.policy.request_timeout for w in chunk))
         try:
             async for ref, outcome in self._source.fetch_many(list(pending)):
                 watch = pending.pop(ref, None)
@@ -474,14 +510,24 @@ class PollHub(Generic[S]):
         now = self._loop.time()
         policy = watch.policy
         if isinstance(outcome, BaseException):
-            watch.failures += 1
-            decision = _decide(
-                self._source, watch.ref, outcome, watch.failures, now - watch.started, policy
-            )
-            if isinstance(decision, _Fail):
-                self._fail(watch, decision.error)
+            if self._stalled_out(watch, outcome, now):
+                # The request's time ran out while a callback held the loop, not at the server:
+                # poll again at once and charge nobody's retry budget.
+                watch.next_due = now
+                self._push(watch)
                 return
-            watch.next_due = now + decision.delay
+            watch.failures += 1
+            grace_left = 0.0
+            for sub in list(watch.subs):  # each subscription under its own budget and grace
+                age = now - sub.started
+                error = _verdict(self._source, watch.ref, outcome, watch.failures, age, sub.policy)
+                if error is not None:
+                    self._end(sub, error)
+                else:
+                    grace_left = max(grace_left, sub.policy.creation_grace - age)
+            if watch.closed:
+                return
+            watch.next_due = now + _retry_delay(outcome, watch.failures, grace_left, watch.policy)
             self._push(watch)
             return
         watch.failures = 0
@@ -514,34 +560,92 @@ class PollHub(Generic[S]):
             watch.next_due = due if due > now else self._aligned(now, policy)
             self._push(watch)
 
+    def _stalled_out(self, watch: _Watch, outcome: BaseException, now: float) -> bool:
+        """True when a timed-out poll would not have timed out but for callbacks blocking the
+        loop meanwhile (its clock ran on while its answer could not be read)."""
+        if not _is_timeout(outcome):
+            return False
+        stalled = self._stalled - watch.stall_mark
+        return stalled > 0 and (now - watch.polled_at) - stalled < watch.policy.request_timeout
+
+    def _end(self, sub: _Subscription, error: Exception) -> None:
+        """End one subscription with ``error``; the shared poll goes on for the others."""
+        watch = sub.watch
+        self.remove(sub)
+        task = self._source.display_id(watch.ref.task_id) if watch else "?"
+        self._call(task, "on_error", sub.observer.on_error, error)
+
     def _complete(self, watch: _Watch) -> None:
-        self._finish(watch, lambda observer: observer.on_completed())
+        self._finish(watch, "on_completed", lambda observer: observer.on_completed())
 
     def _fail(self, watch: _Watch, error: Exception) -> None:
-        self._finish(watch, lambda observer: observer.on_error(error))
+        self._finish(watch, "on_error", lambda observer: observer.on_error(error))
 
-    def _finish(self, watch: _Watch, notify: Callable[[abc.ObserverBase[Any]], None]) -> None:
+    def _finish(
+        self, watch: _Watch, what: str, notify: Callable[[abc.ObserverBase[Any]], None]
+    ) -> None:
         """Stop polling ``watch`` and send every live subscriber its last notification."""
         subs = list(watch.subs)
         self._drop(watch)
+        task = self._source.display_id(watch.ref.task_id)
         for sub in subs:
             if sub.timer is not None:
                 sub.timer.cancel()
             if not sub.disposed:
                 sub.disposed = True
-                self._call(notify, sub.observer)
+                self._call(task, what, notify, sub.observer)
 
     def _deliver(self, sub: _Subscription, event: TaskEvent[Any]) -> None:
-        if not sub.disposed:
-            self._call(sub.observer.on_next, event)
+        if sub.disposed:
+            return
+        task = self._source.display_id(event.task_id)
+        if not self._call(task, "on_next", sub.observer.on_next, event):
+            self.remove(sub)  # a broken subscriber gets nothing more; the others go on
 
-    @staticmethod
-    def _call(fn: Callable[..., None], *args: Any) -> None:
-        """Run a subscriber callback; its exceptions are logged, never break the poll loop."""
+    def _call(self, task: str, what: str, fn: Callable[..., None], *args: Any) -> bool:
+        """Run a subscriber's callback, timing how long it holds the loop; False if it raised."""
+        started = self._loop.time()
         try:
-            fn(*args)
-        except Exception:
-            logger.exception("a subscriber's callback raised; the observation goes on")
+            return run_callback(f"{self._source.name} task {task}", what, fn, *args)
+        finally:
+            self._stalled += self._loop.time() - started
+
+
+def _shared_policy(subs: Sequence[_Subscription]) -> PollPolicy:
+    """What a shared poll runs under: the policy of its fastest subscriber (smallest interval),
+    with the longest request timeout any current subscriber asked for."""
+    fastest = min((s.policy for s in subs), key=lambda p: p.interval)
+    longest = max(s.policy.request_timeout for s in subs)
+    if longest != fastest.request_timeout:
+        fastest = dataclasses.replace(fastest, request_timeout=longest)
+    return fastest
+
+
+def run_callback(where: str, what: str, fn: Callable[..., None], *args: Any) -> bool:
+    """Run a subscriber's callback so that it cannot break the engine; False if it raised.
+
+    Its exception is logged (naming ``where`` and the callback, never the event). ``SystemExit``
+    and ``KeyboardInterrupt`` are contained too on the library's own background loop thread,
+    where they would only end that thread and strand every other stream; on the caller's own
+    loop they propagate, as they would from any of the caller's code.
+    """
+    try:
+        fn(*args)
+        return True
+    except Exception as exc:
+        logger.error(
+            "%s: a subscriber's %s callback raised %s; that subscription is disposed",
+            where, what, type(exc).__name__, exc_info=True,
+        )
+    except (SystemExit, KeyboardInterrupt) as exc:
+        if not on_background_loop():
+            raise
+        logger.error(
+            "%s: a subscriber's %s callback raised %s on the background loop thread; "
+            "that subscription is disposed, the loop goes on",
+            where, what, type(exc).__name__, exc_info=True,
+        )
+    return False
 
 
 def observe_ref(
@@ -601,11 +705,12 @@ def observe_coroutine(factory: Callable[[], Awaitable[T]]) -> Observable[T]:
                 raise
             except Exception as exc:
                 if not state["disposed"]:
-                    PollHub._call(observer.on_error, exc)
+                    run_callback("a one-off read", "on_error", observer.on_error, exc)
                 return
-            if not state["disposed"]:
-                PollHub._call(observer.on_next, value)
-                PollHub._call(observer.on_completed)
+            if not state["disposed"] and run_callback(
+                "a one-off read", "on_next", observer.on_next, value
+            ):
+                run_callback("a one-off read", "on_completed", observer.on_completed)
 
         def start() -> None:
             if not state["disposed"]:

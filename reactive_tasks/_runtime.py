@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import logging
 import threading
 import weakref
 from collections.abc import Awaitable
@@ -16,7 +17,10 @@ __all__ = [
     "close_at_exit",
     "current_or_background_loop",
     "in_loop_thread",
+    "on_background_loop",
 ]
+
+logger = logging.getLogger("reactive_tasks")
 
 
 class _Closable(Protocol):
@@ -42,7 +46,14 @@ _thread: threading.Thread | None = None
 def _run(loop: asyncio.AbstractEventLoop, ready: threading.Event) -> None:
     asyncio.set_event_loop(loop)
     loop.call_soon(ready.set)
-    loop.run_forever()
+    while True:
+        try:
+            loop.run_forever()
+            return  # stopped on purpose (at exit)
+        except (SystemExit, KeyboardInterrupt) as exc:
+            # Raised by some code run on this loop (the engine contains its own callbacks):
+            # it would end only this thread and strand every stream, so the loop goes on.
+            logger.error("%s on the background loop thread; the loop goes on", type(exc).__name__)
 
 
 def background_loop() -> asyncio.AbstractEventLoop:
@@ -73,6 +84,12 @@ def current_or_background_loop() -> asyncio.AbstractEventLoop:
         return asyncio.get_running_loop()
     except RuntimeError:
         return background_loop()
+
+
+def on_background_loop() -> bool:
+    """True when called on the library's own background loop thread."""
+    loop = _loop
+    return loop is not None and in_loop_thread(loop)
 
 
 def in_loop_thread(loop: asyncio.AbstractEventLoop) -> bool:

@@ -36,10 +36,16 @@ def _mapped_errors(request: httpx.Request) -> Iterator[None]:
         raise httpx.ReadTimeout(f"read timed out: {exc}", request=request) from exc
     except (aiohttp.ClientPayloadError, aiohttp.ClientResponseError) as exc:
         raise httpx.RemoteProtocolError(f"bad response: {exc}", request=request) from exc
+    except TimeoutError as exc:  # before OSError: TimeoutError is one since Python 3.11
+        raise httpx.TimeoutException(_timed_out(request), request=request) from exc
     except (aiohttp.ClientError, OSError) as exc:
         raise httpx.ReadError(f"network error: {exc}", request=request) from exc
-    except TimeoutError as exc:
-        raise httpx.TimeoutException("request timed out", request=request) from exc
+
+
+def _timed_out(request: httpx.Request) -> str:
+    """"request timed out after N s", with the request's own bound when it carries one."""
+    bounds = [t for t in request.extensions.get("timeout", {}).values() if t is not None]
+    return f"request timed out after {max(bounds):g} s" if bounds else "request timed out"
 
 
 class _StreamBody(httpx.AsyncByteStream):

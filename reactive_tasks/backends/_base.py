@@ -8,13 +8,22 @@ client — comes from here and from the engine.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import logging
 import threading
 import time
 import weakref
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Hashable,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -27,6 +36,7 @@ from .._engine import (
     Reading,
     TaskRef,
     call_with_retries,
+    current_request_timeout,
     fetch_once,
     is_transient,
     observe_ref,
@@ -42,7 +52,7 @@ from .._errors import (
 from .._models import SnapshotT, TaskEvent
 from .._policy import PollPolicy
 from .._redact import protect_query_params, redact_url
-from .._runtime import background_loop, background_loop_if_started, close_at_exit
+from .._runtime import background_loop, background_loop_if_started, close_at_exit, in_loop_thread
 from .._transport import AiohttpTransport, ResponseTooLarge
 
 __all__ = ["Backend", "Reading", "TaskRef", "TransientFault", "parse_retry_after"]
@@ -62,6 +72,42 @@ class _LoopScope:
     transport: httpx.AsyncBaseTransport | None
     limiter: asyncio.Semaphore
     hub: PollHub[Any]
+    end: _LoopEnd | None = None
+
+
+class _LoopEnd:
+    """Calls ``release`` when its loop shuts down its async generators, as ``asyncio.run`` does
+    just before closing the loop: a scope then closes its connections while the loop still runs.
+
+    It is an async generator started on the loop, so the loop's own finalisation hooks track it.
+    """
+
+    def __init__(self, release: Callable[[], Awaitable[None]]) -> None:
+        self._release: Callable[[], Awaitable[None]] | None = release
+        self._finishing = False
+        self._gen = self._wait()
+        step = self._gen.asend(None)  # registers the generator with the running loop
+        with contextlib.suppress(StopIteration):
+            step.send(None)
+
+    async def _wait(self) -> AsyncGenerator[None, None]:
+        try:
+            yield
+        finally:
+            self._finishing = True
+            release, self._release = self._release, None
+            if release is not None:
+                await release()
+
+    def cancel(self) -> None:
+        """Drop the release (the scope was closed another way) and finish the generator now."""
+        self._release = None
+        if self._finishing:
+            return
+        self._finishing = True
+        closing = self._gen.aclose()
+        with contextlib.suppress(StopIteration, RuntimeError):
+            closing.send(None)
 
 
 class Backend(ABC, Generic[SnapshotT]):
@@ -104,8 +150,7 @@ class Backend(ABC, Generic[SnapshotT]):
             weakref.WeakKeyDictionary()
         )
         self._lock = threading.Lock()
-        self._requests: dict[str, httpx.Request] = {}
-        self._timeouts = httpx.Timeout(self.policy.request_timeout).as_dict()
+        self._requests: dict[tuple[str, float], httpx.Request] = {}
         if self.secret_query_params:
             protect_query_params(*self.secret_query_params)
 
@@ -207,7 +252,10 @@ class Backend(ABC, Generic[SnapshotT]):
         with self._lock:
             scopes = dict(self._scopes)
             self._scopes.clear()
+            self._requests.clear()
         for owner, scope in scopes.items():
+            if scope.end is not None:
+                scope.end.cancel()
             if owner is loop:
                 await _close_scope(scope)
             elif not owner.is_closed() and owner.is_running():
@@ -256,17 +304,20 @@ class Backend(ABC, Generic[SnapshotT]):
         scope = self._scope()
         url = path_or_url if "://" in path_or_url else self.base_url + path_or_url
         merged = {**self._headers, **headers} if headers else self._headers
+        polling_timeout = current_request_timeout()  # the observation's policy, in a poll
+        timeout = polling_timeout or self.policy.request_timeout
         try:
             if scope.transport is not None:
                 # The fast path: straight to the transport, skipping the client's auth, cookie,
                 # redirect and hook machinery that polling never uses (a third of the CPU).
-                request = self._poll_request(method, url, params, json, merged, stream)
+                request = self._poll_request(method, url, params, json, merged, stream, timeout)
                 response = await scope.transport.handle_async_request(request)
                 if not stream:
                     await response.aread()
             else:
                 request = scope.client.build_request(
-                    method, url, params=params, json=json, headers=merged
+                    method, url, params=params, json=json, headers=merged,
+                    timeout=httpx.USE_CLIENT_DEFAULT if polling_timeout is None else timeout,
                 )
                 response = await scope.client.send(request, stream=stream)
         except ResponseTooLarge as exc:
@@ -302,27 +353,30 @@ class Backend(ABC, Generic[SnapshotT]):
         json: Any,
         headers: Mapping[str, str],
         stream: bool,
+        timeout: float,
     ) -> httpx.Request:
         """An httpx request; a plain GET is built once per URL and reused on every poll.
 
         httpx's URL parsing and header preparation are a large share of a poll's CPU, and a
-        poll repeats the same GET, so the prepared request is cached (bounded).
+        poll repeats the same GET, so the prepared request is cached (bounded, per URL and
+        timeout, cleared by ``aclose``).
         """
         plain = method == "GET" and params is None and json is None and not stream
+        key = (url, timeout)
         if plain and headers is self._headers:
-            cached = self._requests.get(url)
+            cached = self._requests.get(key)
             if cached is not None:
                 return cached
         request = httpx.Request(
             method, url, params=params, json=json, headers=headers,
-            extensions={"timeout": self._timeouts},
+            extensions={"timeout": httpx.Timeout(timeout).as_dict()},
         )
         if stream:
             request.extensions["stream"] = True
         if plain and headers is self._headers:
             if len(self._requests) >= _REQUEST_CACHE_SIZE:
                 self._requests.clear()
-            self._requests[url] = request
+            self._requests[key] = request
         return request
 
     async def send_once(
@@ -389,16 +443,30 @@ class Backend(ABC, Generic[SnapshotT]):
         with self._lock:
             scope = self._scopes.get(loop)
             if scope is None:
+                self._forget_closed_loops()
                 scope = self._new_scope(loop)
                 self._scopes[loop] = scope
                 if loop is background_loop_if_started():
                     close_at_exit(self)
+                elif in_loop_thread(loop):
+                    # A loop of the caller's (asyncio.run): release the scope when it ends, so
+                    # a backend used from many short-lived loops keeps none of them.
+                    scope.end = _LoopEnd(lambda: self.close_on_loop(loop))
             return scope
+
+    def _forget_closed_loops(self) -> None:
+        """Drop scopes of loops closed without shutting down (nothing can run on them now)."""
+        for owner in [o for o in self._scopes if o.is_closed()]:
+            scope = self._scopes.pop(owner)
+            if scope.end is not None:
+                scope.end.cancel()
 
     async def close_on_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         """Close what this backend holds on ``loop`` (run on that loop)."""
         with self._lock:
             scope = self._scopes.pop(loop, None)
+            if not self._scopes:
+                self._requests.clear()
         if scope is not None:
             await _close_scope(scope)
 
