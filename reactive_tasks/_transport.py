@@ -109,6 +109,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             # One timer per request instead of three: the read bound covers the whole exchange.
             total = max((t for t in key if t is not None), default=None)
             timeout = aiohttp.ClientTimeout(total=total, sock_connect=key[0])
+            if len(self._timeouts) >= 64:  # one per policy in use; bounded all the same
+                self._timeouts.clear()
             self._timeouts[key] = timeout
         return timeout
 

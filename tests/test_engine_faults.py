@@ -26,6 +26,7 @@ from reactive_tasks import (
     BackendUnavailable,
     ConfigurationError,
     PollPolicy,
+    TaskNotFound,
     TaskState,
     wait,
     wait_sync,
@@ -261,3 +262,17 @@ def test_fifty_asyncio_runs_without_aclose_leave_no_loop_scope_or_socket(
     cached = [o for o in gc.get_objects() if isinstance(o, httpx.Request)
               and str(o.url).startswith(server.url)]
     assert cached == [], "no prepared request outlives its loops"
+
+
+async def test_creation_grace_counts_per_subscription(script: tuple[Script, HostileServer]) -> None:
+    plan, server = script
+    task = plan.new_task(Reply.of(404), Reply.of(404), "running", "completed")
+    eager = PollPolicy(interval=0.02, max_interval=0.1, jitter=0.0)
+    graceful = PollPolicy(interval=0.02, max_interval=0.1, jitter=0.0, creation_grace=5.0)
+    async with CloudCoinBackend(server.url, policy=FAST) as backend:
+        first, second = Recorder(), Recorder()
+        first.subscribe(backend.observe(task, policy=eager))
+        second.subscribe(backend.observe(task, policy=graceful))
+        await asyncio.wait_for(asyncio.gather(first.done.wait(), second.done.wait()), 10)
+    assert isinstance(first.error, TaskNotFound)
+    assert second.error is None and second.states == [TaskState.RUNNING, TaskState.COMPLETED]
