@@ -389,7 +389,7 @@ class PollHub(Generic[S]):
         self.remove(sub)
         task = self._source.display_id(watch.ref.task_id) if watch else "?"
         self._call(
-            task,
+            watch.ref.task_id if watch else "",
             "on_error",
             observer.on_error,
             ObservationTimeout(
@@ -548,6 +548,8 @@ class PollHub(Generic[S]):
             watch.last_event = event
             for sub in list(watch.subs):
                 self._deliver(sub, event)
+            if watch.closed:  # its last subscriber's callback broke
+                return
         if reading.state.terminal:
             self._complete(watch)
             return
@@ -570,10 +572,9 @@ class PollHub(Generic[S]):
 
     def _end(self, sub: _Subscription, error: Exception) -> None:
         """End one subscription with ``error``; the shared poll goes on for the others."""
-        watch = sub.watch
+        task_id = sub.watch.ref.task_id if sub.watch else ""
         self.remove(sub)
-        task = self._source.display_id(watch.ref.task_id) if watch else "?"
-        self._call(task, "on_error", sub.observer.on_error, error)
+        self._call(task_id, "on_error", sub.observer.on_error, error)
 
     def _complete(self, watch: _Watch) -> None:
         self._finish(watch, "on_completed", lambda observer: observer.on_completed())
@@ -587,26 +588,29 @@ class PollHub(Generic[S]):
         """Stop polling ``watch`` and send every live subscriber its last notification."""
         subs = list(watch.subs)
         self._drop(watch)
-        task = self._source.display_id(watch.ref.task_id)
         for sub in subs:
             if sub.timer is not None:
                 sub.timer.cancel()
             if not sub.disposed:
                 sub.disposed = True
-                self._call(task, what, notify, sub.observer)
+                self._call(watch.ref.task_id, what, notify, sub.observer)
 
     def _deliver(self, sub: _Subscription, event: TaskEvent[Any]) -> None:
         if sub.disposed:
             return
-        task = self._source.display_id(event.task_id)
-        if not self._call(task, "on_next", sub.observer.on_next, event):
+        if not self._call(event.task_id, "on_next", sub.observer.on_next, event):
             self.remove(sub)  # a broken subscriber gets nothing more; the others go on
 
-    def _call(self, task: str, what: str, fn: Callable[..., None], *args: Any) -> bool:
+    def _call(self, task_id: str, what: str, fn: Callable[..., None], *args: Any) -> bool:
         """Run a subscriber's callback, timing how long it holds the loop; False if it raised."""
+        source = self._source
+
+        def where() -> str:
+            return f"{source.name} task {source.display_id(task_id) if task_id else '?'}"
+
         started = self._loop.time()
         try:
-            return run_callback(f"{self._source.name} task {task}", what, fn, *args)
+            return _run_callback(where, what, fn, *args)
         finally:
             self._stalled += self._loop.time() - started
 
@@ -621,10 +625,12 @@ def _shared_policy(subs: Sequence[_Subscription]) -> PollPolicy:
     return fastest
 
 
-def run_callback(where: str, what: str, fn: Callable[..., None], *args: Any) -> bool:
+def _run_callback(
+    where: Callable[[], str], what: str, fn: Callable[..., None], *args: Any
+) -> bool:
     """Run a subscriber's callback so that it cannot break the engine; False if it raised.
 
-    Its exception is logged (naming ``where`` and the callback, never the event). ``SystemExit``
+    Its exception is logged (naming ``where()`` and the callback, never the event). ``SystemExit``
     and ``KeyboardInterrupt`` are contained too on the library's own background loop thread,
     where they would only end that thread and strand every other stream; on the caller's own
     loop they propagate, as they would from any of the caller's code.
@@ -635,7 +641,7 @@ def run_callback(where: str, what: str, fn: Callable[..., None], *args: Any) -> 
     except Exception as exc:
         logger.error(
             "%s: a subscriber's %s callback raised %s; that subscription is disposed",
-            where, what, type(exc).__name__, exc_info=True,
+            where(), what, type(exc).__name__, exc_info=True,
         )
     except (SystemExit, KeyboardInterrupt) as exc:
         if not on_background_loop():
@@ -643,7 +649,7 @@ def run_callback(where: str, what: str, fn: Callable[..., None], *args: Any) -> 
         logger.error(
             "%s: a subscriber's %s callback raised %s on the background loop thread; "
             "that subscription is disposed, the loop goes on",
-            where, what, type(exc).__name__, exc_info=True,
+            where(), what, type(exc).__name__, exc_info=True,
         )
     return False
 
@@ -685,6 +691,10 @@ def observe_ref(
     return reactivex.create(subscribe)
 
 
+def _one_off() -> str:
+    return "a one-off read"
+
+
 def observe_coroutine(factory: Callable[[], Awaitable[T]]) -> Observable[T]:
     """A cold Observable that runs ``factory()`` on the subscriber's loop and emits its result.
 
@@ -705,12 +715,12 @@ def observe_coroutine(factory: Callable[[], Awaitable[T]]) -> Observable[T]:
                 raise
             except Exception as exc:
                 if not state["disposed"]:
-                    run_callback("a one-off read", "on_error", observer.on_error, exc)
+                    _run_callback(_one_off, "on_error", observer.on_error, exc)
                 return
-            if not state["disposed"] and run_callback(
-                "a one-off read", "on_next", observer.on_next, value
+            if not state["disposed"] and _run_callback(
+                _one_off, "on_next", observer.on_next, value
             ):
-                run_callback("a one-off read", "on_completed", observer.on_completed)
+                _run_callback(_one_off, "on_completed", observer.on_completed)
 
         def start() -> None:
             if not state["disposed"]:
