@@ -276,3 +276,25 @@ async def test_creation_grace_counts_per_subscription(script: tuple[Script, Host
         await asyncio.wait_for(asyncio.gather(first.done.wait(), second.done.wait()), 10)
     assert isinstance(first.error, TaskNotFound)
     assert second.error is None and second.states == [TaskState.RUNNING, TaskState.COMPLETED]
+
+
+async def test_aclose_while_polls_run_leaves_no_open_session(
+    script: tuple[Script, HostileServer],
+) -> None:
+    """Closing lets in-flight batches unwind; a worker that starts its fetch meanwhile must not
+    leave a fresh client behind the close."""
+    import aiohttp
+
+    plan, server = script
+    tasks = [plan.new_task("running"), plan.new_task(lambda t: answer(t, "running", delay=0.2))]
+    policy = PollPolicy(interval=0.05, max_interval=0.1, jitter=0.0)
+    for _ in range(3):
+        backend = CloudCoinBackend(server.url, policy=policy)
+        for task in tasks:
+            backend.observe(task).subscribe(lambda e: None)
+        await asyncio.sleep(1.0)
+        await backend.aclose()
+        await asyncio.sleep(0.1)
+        gc.collect()
+        sessions = [o for o in gc.get_objects() if isinstance(o, aiohttp.ClientSession)]
+        assert all(s.closed for s in sessions), "a session was opened behind aclose()"

@@ -61,6 +61,9 @@ M = TypeVar("M", bound=BaseModel)
 
 _log = logging.getLogger("reactive_tasks.http")
 _REQUEST_CACHE_SIZE = 50_000
+# Closing a scope lets its requests unwind, and one that was between two fetches may open a
+# fresh scope on its way out; closing repeats for those (a round or two at most).
+_CLOSE_ROUNDS = 4
 
 
 @dataclass
@@ -249,18 +252,21 @@ class Backend(ABC, Generic[SnapshotT]):
     async def aclose(self) -> None:
         """Stop every poll of this backend and close its HTTP connections."""
         loop = asyncio.get_running_loop()
-        with self._lock:
-            scopes = dict(self._scopes)
-            self._scopes.clear()
-            self._requests.clear()
-        for owner, scope in scopes.items():
-            if scope.end is not None:
-                scope.end.cancel()
-            if owner is loop:
-                await _close_scope(scope)
-            elif not owner.is_closed() and owner.is_running():
-                future = asyncio.run_coroutine_threadsafe(_close_scope(scope), owner)
-                await asyncio.wrap_future(future)
+        for _ in range(_CLOSE_ROUNDS):
+            with self._lock:
+                scopes = dict(self._scopes)
+                self._scopes.clear()
+                self._requests.clear()
+            if not scopes:
+                return
+            for owner, scope in scopes.items():
+                if scope.end is not None:
+                    scope.end.cancel()
+                if owner is loop:
+                    await _close_scope(scope)
+                elif not owner.is_closed() and owner.is_running():
+                    future = asyncio.run_coroutine_threadsafe(_close_scope(scope), owner)
+                    await asyncio.wrap_future(future)
 
     def close(self) -> None:
         """Blocking ``aclose`` for code outside any event loop."""
@@ -463,11 +469,15 @@ class Backend(ABC, Generic[SnapshotT]):
 
     async def close_on_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         """Close what this backend holds on ``loop`` (run on that loop)."""
-        with self._lock:
-            scope = self._scopes.pop(loop, None)
-            if not self._scopes:
-                self._requests.clear()
-        if scope is not None:
+        for _ in range(_CLOSE_ROUNDS):
+            with self._lock:
+                scope = self._scopes.pop(loop, None)
+                if not self._scopes:
+                    self._requests.clear()
+            if scope is None:
+                return
+            if scope.end is not None:
+                scope.end.cancel()
             await _close_scope(scope)
 
     def _new_scope(self, loop: asyncio.AbstractEventLoop) -> _LoopScope:
