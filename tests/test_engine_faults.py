@@ -134,10 +134,10 @@ async def test_a_callback_blocking_the_loop_fails_no_other_task(
     blocker = plan.new_task("running")
     slow = [lambda t: answer(t, "running", delay=0.2)] * 3  # in flight while the loop blocks
     victim = plan.new_task(*slow, "completed")
-    strict = PollPolicy(interval=0.05, max_interval=0.1, jitter=0.0, request_timeout=0.5,
+    strict = PollPolicy(interval=0.05, max_interval=0.1, jitter=0.0, request_timeout=1.0,
                         retry_budget=0)
     async with CloudCoinBackend(server.url, policy=strict) as backend:
-        blocker_sub = backend.observe(blocker).subscribe(lambda e: time.sleep(1.5))
+        blocker_sub = backend.observe(blocker).subscribe(lambda e: time.sleep(2.0))
         rec = Recorder()
         rec.subscribe(backend.observe(victim))
         await asyncio.wait_for(rec.done.wait(), 15)
