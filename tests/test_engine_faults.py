@@ -83,20 +83,30 @@ def script() -> Iterator[tuple[Script, HostileServer]]:
 # -- 4. callbacks cannot break the engine ------------------------------------------------------
 
 
-def test_system_exit_in_a_callback_on_the_background_loop_ends_only_its_subscription(
-    script: tuple[Script, HostileServer], caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize("exit_with", [SystemExit, KeyboardInterrupt])
+def test_exiting_from_a_callback_on_the_background_loop_ends_only_its_subscription(
+    script: tuple[Script, HostileServer],
+    caplog: pytest.LogCaptureFixture,
+    exit_with: type[BaseException],
 ) -> None:
     plan, server = script
     quitter = plan.new_task("completed")
     other = plan.new_task("running", "running", "running", "completed")
     backend = Shortened(server.url, policy=FAST)
     caplog.set_level(logging.ERROR, logger="reactive_tasks")
-    backend.observe(quitter).subscribe(on_completed=lambda: sys.exit(0))
+
+    def leave() -> None:
+        if exit_with is SystemExit:
+            sys.exit(0)
+        raise exit_with
+
+    backend.observe(quitter).subscribe(on_completed=leave)
     assert wait_sync(backend.observe(other), timeout=10).state is TaskState.COMPLETED
     loop_threads = [t for t in threading.enumerate() if t.name == "reactive-tasks-loop"]
     assert loop_threads and all(t.is_alive() for t in loop_threads)
     assert wait_sync(backend.observe(quitter), timeout=10).state is TaskState.COMPLETED
-    logged = [r for r in caplog.records if r.name == "reactive_tasks" and "SystemExit" in r.message]
+    logged = [r for r in caplog.records
+              if r.name == "reactive_tasks" and exit_with.__name__ in r.message]
     assert logged, caplog.text
     assert quitter[:8] + "..." in logged[0].message and quitter not in caplog.text
     backend.close()
@@ -298,3 +308,18 @@ async def test_aclose_while_polls_run_leaves_no_open_session(
         gc.collect()
         sessions = [o for o in gc.get_objects() if isinstance(o, aiohttp.ClientSession)]
         assert all(s.closed for s in sessions), "a session was opened behind aclose()"
+
+
+def test_the_background_loop_survives_an_exit_raised_by_any_code_it_runs(
+    script: tuple[Script, HostileServer],
+) -> None:
+    from reactive_tasks._runtime import background_loop
+
+    plan, server = script
+    loop = background_loop()
+    loop.call_soon_threadsafe(sys.exit, 3)  # not a subscriber's callback: no engine frame
+    task = plan.new_task("running", "completed")
+    backend = CloudCoinBackend(server.url, policy=FAST)
+    assert wait_sync(backend.observe(task), timeout=10).state is TaskState.COMPLETED
+    assert background_loop() is loop, "the same loop thread still runs"
+    backend.close()
