@@ -8,10 +8,11 @@ import contextlib
 import logging
 import threading
 import weakref
-from collections.abc import Awaitable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Protocol
 
 __all__ = [
+    "LoopEnd",
     "background_loop",
     "background_loop_if_started",
     "close_at_exit",
@@ -37,6 +38,43 @@ def close_at_exit(owner: _Closable) -> None:
     warns about unclosed sessions); the registry holds owners weakly.
     """
     _closables.add(owner)
+
+
+class LoopEnd:
+    """Calls ``release`` when the running loop shuts down its async generators, as
+    ``asyncio.run`` does just before closing it: what was opened on the loop is closed while
+    the loop still runs. Create it on that loop's thread.
+
+    It is an async generator started on the loop, so the loop's own finalisation hooks track it.
+    """
+
+    def __init__(self, release: Callable[[], Awaitable[None]]) -> None:
+        self._release: Callable[[], Awaitable[None]] | None = release
+        self._finishing = False
+        self._gen = self._wait()
+        step = self._gen.asend(None)  # registers the generator with the running loop
+        with contextlib.suppress(StopIteration):
+            step.send(None)
+
+    async def _wait(self) -> AsyncGenerator[None, None]:
+        try:
+            yield
+        finally:
+            self._finishing = True
+            release, self._release = self._release, None
+            if release is not None:
+                await release()
+
+    def cancel(self) -> None:
+        """Drop the release (the scope was closed another way) and finish the generator now."""
+        self._release = None
+        if self._finishing:
+            return
+        self._finishing = True
+        closing = self._gen.aclose()
+        with contextlib.suppress(StopIteration, RuntimeError):
+            closing.send(None)
+
 
 _lock = threading.Lock()
 _loop: asyncio.AbstractEventLoop | None = None

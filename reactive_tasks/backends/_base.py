@@ -8,22 +8,13 @@ client — comes from here and from the engine.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import email.utils
 import logging
 import threading
 import time
 import weakref
 from abc import ABC, abstractmethod
-from collections.abc import (
-    AsyncGenerator,
-    AsyncIterator,
-    Awaitable,
-    Callable,
-    Hashable,
-    Mapping,
-    Sequence,
-)
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -52,7 +43,13 @@ from .._errors import (
 from .._models import SnapshotT, TaskEvent
 from .._policy import PollPolicy
 from .._redact import protect_query_params, redact_url
-from .._runtime import background_loop, background_loop_if_started, close_at_exit, in_loop_thread
+from .._runtime import (
+    LoopEnd,
+    background_loop,
+    background_loop_if_started,
+    close_at_exit,
+    in_loop_thread,
+)
 from .._transport import AiohttpTransport, ResponseTooLarge
 
 __all__ = ["Backend", "Reading", "TaskRef", "TransientFault", "parse_retry_after"]
@@ -75,42 +72,7 @@ class _LoopScope:
     transport: httpx.AsyncBaseTransport | None
     limiter: asyncio.Semaphore
     hub: PollHub[Any]
-    end: _LoopEnd | None = None
-
-
-class _LoopEnd:
-    """Calls ``release`` when its loop shuts down its async generators, as ``asyncio.run`` does
-    just before closing the loop: a scope then closes its connections while the loop still runs.
-
-    It is an async generator started on the loop, so the loop's own finalisation hooks track it.
-    """
-
-    def __init__(self, release: Callable[[], Awaitable[None]]) -> None:
-        self._release: Callable[[], Awaitable[None]] | None = release
-        self._finishing = False
-        self._gen = self._wait()
-        step = self._gen.asend(None)  # registers the generator with the running loop
-        with contextlib.suppress(StopIteration):
-            step.send(None)
-
-    async def _wait(self) -> AsyncGenerator[None, None]:
-        try:
-            yield
-        finally:
-            self._finishing = True
-            release, self._release = self._release, None
-            if release is not None:
-                await release()
-
-    def cancel(self) -> None:
-        """Drop the release (the scope was closed another way) and finish the generator now."""
-        self._release = None
-        if self._finishing:
-            return
-        self._finishing = True
-        closing = self._gen.aclose()
-        with contextlib.suppress(StopIteration, RuntimeError):
-            closing.send(None)
+    end: LoopEnd | None = None
 
 
 class Backend(ABC, Generic[SnapshotT]):
@@ -457,7 +419,7 @@ class Backend(ABC, Generic[SnapshotT]):
                 elif in_loop_thread(loop):
                     # A loop of the caller's (asyncio.run): release the scope when it ends, so
                     # a backend used from many short-lived loops keeps none of them.
-                    scope.end = _LoopEnd(lambda: self.close_on_loop(loop))
+                    scope.end = LoopEnd(lambda: self.close_on_loop(loop))
             return scope
 
     def _forget_closed_loops(self) -> None:
