@@ -14,6 +14,7 @@ import heapq
 import logging
 import math
 import random
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -59,6 +60,7 @@ S = TypeVar("S")
 T = TypeVar("T")
 
 _TICK_SLACK = 0.002  # polls due within this many seconds of a tick join its batch
+_STALL = 0.01  # a callback holding the loop longer than this is remembered as a stall
 
 _request_timeout: ContextVar[float | None] = ContextVar("reactive_tasks_timeout", default=None)
 
@@ -292,7 +294,7 @@ class _Watch:
     next_due: float = 0.0
     in_flight: bool = False
     polled_at: float = 0.0
-    stall_mark: float = 0.0
+    deadline: float = 0.0  # when the current poll's request times out, at the earliest
     closed: bool = False
     batch: asyncio.Task[None] | None = None
 
@@ -314,7 +316,8 @@ class PollHub(Generic[S]):
         self._batches: dict[asyncio.Task[None], int] = {}  # batch -> members still waiting
         self._epoch = loop.time()
         self._phase = random.random()
-        self._stalled = 0.0  # seconds the loop spent inside subscribers' callbacks, in total
+        # (start, end) of the latest callbacks that held the loop for a while
+        self._stalls: deque[tuple[float, float]] = deque(maxlen=16)
 
     @property
     def watched(self) -> int:
@@ -451,7 +454,6 @@ class PollHub(Generic[S]):
             if self._valid(when, watch):
                 watch.in_flight = True
                 watch.polled_at = now
-                watch.stall_mark = self._stalled
                 due.append(watch)
         while heap and not self._valid(heap[0][0], heap[0][2]):
             heapq.heappop(heap)
@@ -480,7 +482,10 @@ class PollHub(Generic[S]):
         cancelled = False
         # This task's own context: the requests of this batch (and the workers a backend starts
         # for them) use the longest request timeout any subscriber of these tasks asked for.
-        _request_timeout.set(max(w.policy.request_timeout for w in chunk))
+        timeout = max(w.policy.request_timeout for w in chunk)
+        _request_timeout.set(timeout)
+        for member in chunk:
+            member.deadline = member.polled_at + timeout
         try:
             async for ref, outcome in self._source.fetch_many(list(pending)):
                 watch = pending.pop(ref, None)
@@ -510,7 +515,7 @@ class PollHub(Generic[S]):
         now = self._loop.time()
         policy = watch.policy
         if isinstance(outcome, BaseException):
-            if self._stalled_out(watch, outcome, now):
+            if self._stalled_out(watch, outcome):
                 # The request's time ran out while a callback held the loop, not at the server:
                 # poll again at once and charge nobody's retry budget.
                 watch.next_due = now
@@ -562,13 +567,12 @@ class PollHub(Generic[S]):
             watch.next_due = due if due > now else self._aligned(now, policy)
             self._push(watch)
 
-    def _stalled_out(self, watch: _Watch, outcome: BaseException, now: float) -> bool:
-        """True when a timed-out poll would not have timed out but for callbacks blocking the
-        loop meanwhile (its clock ran on while its answer could not be read)."""
+    def _stalled_out(self, watch: _Watch, outcome: BaseException) -> bool:
+        """True when a poll timed out while a callback held the loop: its timer ran out behind
+        the callback, when an answer that had arrived meanwhile could not be read yet."""
         if not _is_timeout(outcome):
             return False
-        stalled = self._stalled - watch.stall_mark
-        return stalled > 0 and (now - watch.polled_at) - stalled < watch.policy.request_timeout
+        return any(start < watch.deadline <= end for start, end in self._stalls)
 
     def _end(self, sub: _Subscription, error: Exception) -> None:
         """End one subscription with ``error``; the shared poll goes on for the others."""
@@ -612,7 +616,9 @@ class PollHub(Generic[S]):
         try:
             return _run_callback(where, what, fn, *args)
         finally:
-            self._stalled += self._loop.time() - started
+            ended = self._loop.time()
+            if ended - started > _STALL:
+                self._stalls.append((started, ended))
 
 
 def _shared_policy(subs: Sequence[_Subscription]) -> PollPolicy:

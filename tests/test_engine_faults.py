@@ -139,20 +139,26 @@ async def test_a_callback_blocking_the_loop_fails_no_other_task(
     script: tuple[Script, HostileServer],
 ) -> None:
     """The cause: the request timer runs on while the loop is blocked, so an answer already in
-    the socket is read after its deadline; that timeout must not be charged as a failed poll."""
+    the socket is read after its deadline; that timeout must not be charged as a failed poll.
+    A server that really does not answer still ends its stream once the loop is free."""
     plan, server = script
     blocker = plan.new_task("running")
     slow = [lambda t: answer(t, "running", delay=0.2)] * 3  # in flight while the loop blocks
     victim = plan.new_task(*slow, "completed")
+    silent = plan.new_task(Reply(hang=True))
     strict = PollPolicy(interval=0.05, max_interval=0.1, jitter=0.0, request_timeout=1.0,
                         retry_budget=0)
     async with CloudCoinBackend(server.url, policy=strict) as backend:
         blocker_sub = backend.observe(blocker).subscribe(lambda e: time.sleep(2.0))
-        rec = Recorder()
+        rec, hung = Recorder(), Recorder()
         rec.subscribe(backend.observe(victim))
-        await asyncio.wait_for(rec.done.wait(), 15)
+        hung.subscribe(backend.observe(silent))
+        await asyncio.wait_for(asyncio.gather(rec.done.wait(), hung.done.wait()), 15)
         blocker_sub.dispose()
     assert rec.error is None and rec.completed
+    assert isinstance(hung.error, BackendUnavailable)
+    assert "request timed out after 1 s" in str(hung.error)
+    assert len(plan.times[silent]) == 2, "the timeout behind the callback was not charged"
 
 
 # -- 6. policies per subscription ---------------------------------------------------------------
