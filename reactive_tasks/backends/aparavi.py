@@ -160,7 +160,7 @@ class AparaviBackend(Backend[AparaviStatus]):
     # -- identity ----------------------------------------------------------------------------
 
     def validate_task_id(self, task_id: str) -> str:
-        if not isinstance(task_id, str) or not _UUID.match(task_id):
+        if not isinstance(task_id, str) or not _UUID.fullmatch(task_id):
             shown = shorten(task_id) if isinstance(task_id, str) else type(task_id).__name__
             raise InvalidTaskId(f"an Aparavi task token is a UUID, got {shown!r}")
         hexits = task_id.replace("-", "").lower()
@@ -331,7 +331,8 @@ class AparaviBackend(Backend[AparaviStatus]):
 
 
 def _canonical_type(task_type: str) -> TaskType:
-    value = task_type.strip().lower() if isinstance(task_type, str) else ""
+    # spaces around are forgiven, but a newline or any other character is not ("cpu\n")
+    value = task_type.strip(" ").lower() if isinstance(task_type, str) else ""
     if value == "cpu":
         return "cpu"
     if value == "gpu":
