@@ -107,33 +107,42 @@ def batch_then_missing(missing: list[bool]) -> Any:
     return handler
 
 
-async def read_round(backend: TaskclusterBackend) -> dict[str, Any]:
-    refs = [backend.task_ref(GOOD), backend.task_ref(BAD)]
+async def read_round(backend: TaskclusterBackend, ids: tuple[str, ...] = (GOOD, BAD)) -> Any:
+    refs = [backend.task_ref(i) for i in ids]
     return {ref.task_id: outcome async for ref, outcome in backend.fetch_many(refs)}
 
 
+class PairsBackend(TaskclusterBackend):
+    max_batch = 2  # so that a round of four tasks is two batch requests
+
+
+FOUR = (GOOD, BAD, "a" + GOOD[1:], "b" + GOOD[1:])
+
+
 async def batch_rounds(retry_after: float) -> tuple[list[str], bool]:
-    """Two rounds of two tasks, the batch endpoint missing only in the first: the requests
-    sent and whether the backend uses the batch endpoint at the end."""
+    """Two rounds of four tasks (two chunks each), the batch endpoint missing only in the
+    first: the requests sent and whether the backend uses the batch endpoint at the end."""
     missing = [True]
     with HostileServer(batch_then_missing(missing)) as server:
-        backend = TaskclusterBackend(server.url)
+        backend = PairsBackend(server.url)
         backend.batch_retry_seconds = retry_after
         try:
-            first = await read_round(backend)
+            first = await read_round(backend, FOUR)
             missing[0] = False  # the endpoint is back (a proxy was misrouting, say)
-            second = await read_round(backend)
+            second = await read_round(backend, FOUR)
         finally:
             await backend.aclose()
     assert all(s.state == "completed" for s in [*first.values(), *second.values()])
+    assert len(first) == len(second) == 4
     return [r.method for r in server.requests], backend.uses_batch_endpoint
 
 
 async def test_batch_endpoint_is_tried_again_after_a_404() -> None:
-    # within the window: per-task reads only
-    assert await batch_rounds(3600.0) == (["POST", "GET", "GET", "GET", "GET"], False)
-    # past it: the batch endpoint again, and batching is back
-    assert await batch_rounds(0.0) == (["POST", "GET", "GET", "POST"], True)
+    # within the window: per-task reads only, for the rest of the round too
+    assert await batch_rounds(3600.0) == (["POST"] + ["GET"] * 8, False)
+    # past it (at once, here): the batch endpoint for each chunk again, and then for good
+    per_chunk = ["POST", "GET", "GET"]
+    assert await batch_rounds(0.0) == (per_chunk * 2 + ["POST", "POST"], True)
 
 
 def runaway(limit: int) -> Any:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from os import PathLike
 from pathlib import Path
-from typing import Any, ClassVar, Literal, overload
+from typing import Any, Literal, overload
 from urllib.parse import quote, urlencode
 
 import httpx
@@ -291,7 +291,7 @@ class TaskclusterBackend(Backend[TaskclusterStatus]):
     max_batch = 1000
     #: After a 404/405 from the batch endpoint, read tasks one by one for this many seconds,
     #: then try the batch endpoint again.
-    batch_retry_seconds: ClassVar[float] = 300.0
+    batch_retry_seconds: float = 300.0
     secret_query_params = (
         "bewit", "x-amz-signature", "x-amz-credential", "x-amz-security-token", "sig",
         "signature",
@@ -436,7 +436,12 @@ class TaskclusterBackend(Backend[TaskclusterStatus]):
             return
         size = self.max_batch or len(refs)
         for start in range(0, len(refs), size):
-            async for item in self._fetch_chunk(refs[start : start + size]):
+            chunk = refs[start : start + size]
+            # checked per chunk: after a 404 on one, the next ones are read one by one too
+            reader = (
+                self._fetch_chunk(chunk) if self.uses_batch_endpoint else super().fetch_many(chunk)
+            )
+            async for item in reader:
                 yield item
 
     async def _fetch_chunk(
