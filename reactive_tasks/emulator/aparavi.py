@@ -49,8 +49,6 @@ API_KEYS: tuple[str, ...] = ("emulator-api-key",)
 EXHAUSTED_KEYS: tuple[str, ...] = ("emulator-exhausted-key",)
 
 TYPES = ("cpu", "gpu")
-#: The answer shapes: the SDK's envelope, or the one of the API documentation (seed 003).
-SHAPES = ("sdk", "documented")
 _FINISHED = frozenset({"done", "failed", "error", "cancelled", "canceled"})
 _COUNTERS = (
     "currentSize",
@@ -71,6 +69,8 @@ _STEP_KEYS = frozenset(
     | set(_COUNTERS)
 )
 _EXTRA_KEYS = frozenset({"type", "name", "threads", "pipeline", "shape"})
+#: The answer shapes: the SDK's envelope, or the one of the API documentation (seed 003).
+SHAPES = ("sdk", "documented")
 
 
 def _step(
