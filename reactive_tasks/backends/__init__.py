@@ -15,6 +15,7 @@ from .iexec import IExecBackend, IExecDeal, IExecDealEvent, IExecTask, NoTaskRes
 from .taskcluster import (
     ArtifactError,
     ArtifactNotFound,
+    InvalidArtifactName,
     TaskclusterArtifact,
     TaskclusterBackend,
     TaskclusterCredentials,
@@ -44,6 +45,7 @@ __all__ = [
     "IExecDeal",
     "IExecDealEvent",
     "IExecTask",
+    "InvalidArtifactName",
     "NoTaskResult",
     "Reading",
     "ResultNotOnIpfs",

@@ -147,7 +147,7 @@ def call_data(signature: str, types: tuple[str, ...] = (), args: tuple[Any, ...]
 
 def parse_hex(text: object) -> bytes:
     """The bytes of a 0x-prefixed, even-length hex string; anything else is an ``AbiError``."""
-    if not isinstance(text, str) or not _HEX.match(text):
+    if not isinstance(text, str) or not _HEX.fullmatch(text):
         shown = repr(text)[:40]
         raise AbiError(f"the call result is not 0x-prefixed hex: {shown}")
     return bytes.fromhex(text[2:])

@@ -2,12 +2,16 @@
 
 A task is identified by a token (a UUID) *and* the compute pool (``cpu`` or ``gpu``) the server
 ran it on; both travel in the query string of ``/task``. The token is a secret: it shows
-shortened in errors and logs, and httpx's request logs never see its value. Every answer is an
-envelope ``{"status": "OK", "data": ...}`` or ``{"status": "Error", "error": {...}}``.
+shortened in errors and logs, and httpx's request logs never see its value. Two answer shapes
+are read: the SDK's envelope ``{"status": "OK", "data": ...}`` or ``{"status": "Error", "error":
+{...}}``, and the one the API documentation shows, ``{"data": {"id", "status", "progress",
+"files_processed", "total_files", "error", ...}, "message"}`` with failures as ``{"error":
+"Task not found", "message": ...}``.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -84,7 +88,8 @@ class AparaviApiError(BaseModel):
 class AparaviStatus(BaseModel):
     """The ``data`` of ``GET /task`` (and of ``DELETE /task``): one task's status and counters.
 
-    Fields use Python names; the API's camelCase names are their aliases.
+    Fields use Python names; the API's camelCase names are their aliases. ``progress``,
+    ``files_processed``, ``total_files`` and ``error`` come with the documented shape only.
     """
 
     model_config = ConfigDict(
@@ -110,6 +115,10 @@ class AparaviStatus(BaseModel):
     notes: list[str] = Field(default_factory=list)
     trace: list[str] = Field(default_factory=list)
     metrics: dict[str, Any] = Field(default_factory=dict)
+    progress: float | None = None
+    files_processed: int | None = None
+    total_files: int | None = None
+    error: str | dict[str, Any] | None = None
 
 
 class _Envelope(BaseModel):
@@ -117,6 +126,14 @@ class _Envelope(BaseModel):
     data: Any = None
     error: AparaviApiError | None = None
     metrics: dict[str, Any] | None = None
+
+
+class _DocumentedEnvelope(BaseModel):
+    """The documented shape: ``{"data": {...}, "message"}`` or ``{"error": "...", "message"}``."""
+
+    data: Any = None
+    error: str | None = None
+    message: str | None = None
 
 
 class _ValidationDetail(BaseModel):
@@ -160,7 +177,7 @@ class AparaviBackend(Backend[AparaviStatus]):
     # -- identity ----------------------------------------------------------------------------
 
     def validate_task_id(self, task_id: str) -> str:
-        if not isinstance(task_id, str) or not _UUID.match(task_id):
+        if not isinstance(task_id, str) or not _UUID.fullmatch(task_id):
             shown = shorten(task_id) if isinstance(task_id, str) else type(task_id).__name__
             raise InvalidTaskId(f"an Aparavi task token is a UUID, got {shown!r}")
         hexits = task_id.replace("-", "").lower()
@@ -256,19 +273,18 @@ class AparaviBackend(Backend[AparaviStatus]):
         state = _STATES.get(native.lower())
         if state is None:
             raise self.protocol_error(f"unknown task status {native!r}", ref.task_id)
-        if native.lower() == "completed" and not snapshot.completed:
+        flagged = "completed" in snapshot.model_fields_set  # the documented shape has no flag
+        if native.lower() == "completed" and flagged and not snapshot.completed:
             state = TaskState.RUNNING  # still wrapping up: done only once `completed` is true
         message: str | None = None
         if state.terminal:
-            if snapshot.errors and state is not TaskState.CANCELLED:
+            error = snapshot.errors[0] if snapshot.errors else snapshot.error
+            if error and state is not TaskState.CANCELLED:
                 state = TaskState.FAILED
-                message = self._scrub(_error_text(snapshot.errors[0]), ref.task_id)
+                message = self._scrub(_error_text(error), ref.task_id)
             elif snapshot.exit_msg:
                 message = self._scrub(snapshot.exit_msg, ref.task_id)
-        progress = None
-        if snapshot.total_count > 0:
-            progress = min(100.0, max(0.0, snapshot.completed_count / snapshot.total_count * 100))
-        return Reading(state, native, progress, message)
+        return Reading(state, native, _progress(snapshot), message)
 
     # -- answers -----------------------------------------------------------------------------
 
@@ -282,6 +298,9 @@ class AparaviBackend(Backend[AparaviStatus]):
     def _data(self, response: httpx.Response, token: str | None) -> Any:
         """The ``data`` of an OK envelope; anything else raises the matching typed error."""
         code = response.status_code
+        documented = _documented(response.content)
+        if documented is not None:
+            return self._documented_data(code, documented, token)
         envelope: _Envelope | None = None
         try:
             envelope = _Envelope.model_validate_json(response.content)
@@ -296,6 +315,19 @@ class AparaviBackend(Backend[AparaviStatus]):
         if envelope is None and code == 422:
             error = _validation_error(response.content)
         self._raise(code, error, token)
+
+    def _documented_data(self, code: int, answer: _DocumentedEnvelope, token: str | None) -> Any:
+        """The ``data`` of the documented shape; its ``error`` text raises the typed error."""
+        if code == 200 and answer.error is None:
+            if not isinstance(answer.data, dict):
+                raise self.protocol_error("an answer without a data object", token)
+            return answer.data
+        text = answer.error or answer.message or ""
+        if answer.error and answer.message:
+            text = f"{answer.error} ({answer.message})"
+        if (answer.error or "").strip().lower() == "task not found":
+            code = 404
+        self._raise(code, AparaviApiError(message=text), token)
 
     def _raise(self, http_code: int, error: AparaviApiError | None, token: str | None) -> NoReturn:
         code = http_code
@@ -313,6 +345,9 @@ class AparaviBackend(Backend[AparaviStatus]):
         raise self.protocol_error(text, token)
 
     def refusal_reason(self, response: httpx.Response) -> str | None:
+        documented = _documented(response.content)
+        if documented is not None:
+            return self._scrub(documented.error, None) if documented.error else None
         try:
             envelope = _Envelope.model_validate_json(response.content)
         except ValidationError:
@@ -330,8 +365,41 @@ class AparaviBackend(Backend[AparaviStatus]):
         return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 1] + "…"
 
 
+def _documented(content: bytes) -> _DocumentedEnvelope | None:
+    """The answer read as the documented shape, or None when it is not that shape.
+
+    It is a JSON object without the SDK's ``status`` key, holding ``data`` or an ``error`` text.
+    """
+    try:
+        raw = json.loads(content)
+    except ValueError:
+        return None
+    if not isinstance(raw, dict) or "status" in raw:
+        return None
+    if "data" not in raw and not isinstance(raw.get("error"), str):
+        return None
+    try:
+        return _DocumentedEnvelope.model_validate(raw)
+    except ValidationError:
+        return None
+
+
+def _progress(snapshot: AparaviStatus) -> float | None:
+    """Percent done: the documented ``progress``, else completed/total objects or files."""
+    if snapshot.progress is not None:
+        done = snapshot.progress
+    elif snapshot.total_count > 0:
+        done = snapshot.completed_count / snapshot.total_count * 100
+    elif snapshot.total_files and snapshot.files_processed is not None:
+        done = snapshot.files_processed / snapshot.total_files * 100
+    else:
+        return None
+    return min(100.0, max(0.0, done)) if done == done else None  # NaN: no progress
+
+
 def _canonical_type(task_type: str) -> TaskType:
-    value = task_type.strip().lower() if isinstance(task_type, str) else ""
+    # spaces around are forgiven, but a newline or any other character is not ("cpu\n")
+    value = task_type.strip(" ").lower() if isinstance(task_type, str) else ""
     if value == "cpu":
         return "cpu"
     if value == "gpu":

@@ -79,7 +79,7 @@ class CloudCoinBackend(Backend[CloudCoinTask]):
         self.route = route
 
     def validate_task_id(self, task_id: str) -> str:
-        if not isinstance(task_id, str) or not _UUID4.match(task_id):
+        if not isinstance(task_id, str) or not _UUID4.fullmatch(task_id):
             raise InvalidTaskId(f"a CloudCoin task id is a UUID v4 GUID, got {task_id!r}")
         hexits = task_id.replace("-", "").lower()
         return f"{hexits[:8]}-{hexits[8:12]}-{hexits[12:16]}-{hexits[16:20]}-{hexits[20:]}"

@@ -25,11 +25,13 @@ from .._errors import (
     AuthenticationError,
     ConfigurationError,
     InvalidTaskId,
+    ProtocolError,
     TaskNotFound,
     TransientFault,
 )
 from .._models import TaskState
 from .._policy import PollPolicy
+from ._answers import entries_by_key, validation_detail
 from ._base import Backend, Reading, TaskRef
 
 __all__ = [
@@ -165,7 +167,7 @@ class _Tokens(BaseModel):
     refreshToken: SecretStr | None = None
 
 
-_LIST = TypeAdapter(list[GreenCloudListEntry])
+_RAW_LIST = TypeAdapter(list[Any])
 
 
 class _Credentials:
@@ -230,12 +232,12 @@ class _Seen:
 def _check_secret(value: str | None, what: str) -> None:
     if value is None:
         return
-    if not isinstance(value, str) or not _TOKEN_TEXT.match(value):
+    if not isinstance(value, str) or not _TOKEN_TEXT.fullmatch(value):
         raise ConfigurationError(f"{what} must be a non-empty printable string")
 
 
 def _object_id(value: str, what: str) -> str:
-    if not isinstance(value, str) or not _OBJECT_ID.match(value):
+    if not isinstance(value, str) or not _OBJECT_ID.fullmatch(value):
         raise InvalidTaskId(f"a GreenCloud {what} is a 24-hex-digit ObjectId, got {value!r}")
     return value.lower()
 
@@ -247,7 +249,7 @@ def _day(value: date | str | None, what: str) -> str | None:
         value = value.date()
     if isinstance(value, date):
         return value.isoformat()
-    if isinstance(value, str) and _DAY.match(value):
+    if isinstance(value, str) and _DAY.fullmatch(value):
         try:
             date.fromisoformat(value)
         except ValueError:
@@ -310,7 +312,7 @@ class GreenCloudBackend(Backend[GreenCloudTask]):
         engine schedules the whole round's next poll on one tick (one list request again).
         """
         try:
-            listing = await self._listing()
+            listing = await self._listing(refs)
         except Exception as exc:  # the list is every task's answer: its fault is theirs too
             for ref in refs:
                 yield ref, exc
@@ -322,6 +324,9 @@ class GreenCloudBackend(Backend[GreenCloudTask]):
         unresolved: list[tuple[TaskRef, GreenCloudListEntry | None]] = []
         for ref in refs:
             entry = listing.get(ref.task_id)
+            if isinstance(entry, ProtocolError):
+                answers.append((ref, entry))
+                continue
             record = seen.get(ref.task_id, now)
             if entry is not None and entry.status != 0:
                 seen.drop(ref.task_id)  # finished: nothing more to remember
@@ -473,19 +478,28 @@ class GreenCloudBackend(Backend[GreenCloudTask]):
 
     # -- reading tasks -------------------------------------------------------------------
 
-    async def _listing(self) -> dict[str, GreenCloudListEntry]:
+    async def _listing(
+        self, refs: Sequence[TaskRef]
+    ) -> dict[str, GreenCloudListEntry | ProtocolError]:
+        """The list entries of ``refs``' tasks; a malformed one fails only its own task."""
         response = await self._request("GET", "/v1/task/list")
         if response.status_code != 200:
             raise self._unexpected(response)
         try:
-            entries = _LIST.validate_json(response.content)
+            items = _RAW_LIST.validate_json(response.content)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "the top level"
             raise self.protocol_error(
-                f"the task list does not validate at {where!r}: {first['msg']}"
+                f"the task list is not a JSON list{validation_detail(exc)}"
             ) from None
-        return {entry.id.lower(): entry for entry in entries}
+        entries = entries_by_key(
+            self,
+            items,
+            GreenCloudListEntry,
+            key=lambda raw: raw["id"].lower(),
+            wanted={ref.task_id: ref.task_id for ref in refs},
+            what="the task list",
+        )
+        return {str(key): entry for key, entry in entries.items()}
 
     async def _resolve(self, ref: TaskRef, entry: GreenCloudListEntry | None) -> GreenCloudTask:
         """Complete a round's answer with the task's record (not yet seen assigned, or unlisted)."""
@@ -630,7 +644,7 @@ class GreenCloudBackend(Backend[GreenCloudTask]):
             raise self._unexpected(response)
         tokens = self.parse(_Tokens, response.content)
         access = tokens.accessToken.get_secret_value()
-        if not _TOKEN_TEXT.match(access):
+        if not _TOKEN_TEXT.fullmatch(access):
             raise self.protocol_error("the access token is not printable text")
         refresh = tokens.refreshToken.get_secret_value() if tokens.refreshToken else None
         self._credentials.access = access

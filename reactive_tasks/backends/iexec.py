@@ -37,6 +37,7 @@ from .._errors import (
 from .._models import TaskEvent, TaskState
 from .._policy import PollPolicy
 from . import _iexec_abi as abi
+from ._answers import entries_by_key
 from ._base import Backend, Reading, TaskRef
 
 __all__ = [
@@ -244,8 +245,8 @@ class _RpcReply(BaseModel):
     error: _RpcError | None = None
 
 
-class _RpcBatchReply(RootModel[list[_RpcReply] | _RpcReply]):
-    pass
+class _RpcBatchReply(RootModel[list[Any] | dict[str, Any]]):
+    """A batch answer's envelope; its replies are read one by one (see ``_answers``)."""
 
 
 # -- the backend ----------------------------------------------------------------------------
@@ -273,7 +274,7 @@ class IExecBackend(Backend[IExecTask]):
     ) -> None:
         abi.require()
         super().__init__(rpc_url, policy=policy, **options)
-        if not isinstance(hub_address, str) or not _ADDRESS.match(hub_address):
+        if not isinstance(hub_address, str) or not _ADDRESS.fullmatch(hub_address):
             raise ConfigurationError(
                 f"hub_address must be a 0x-prefixed address, got {hub_address!r}"
             )
@@ -368,7 +369,7 @@ class IExecBackend(Backend[IExecTask]):
     ) -> list[tuple[TaskRef, IExecTask | BaseException]]:
         calls = [abi.call_data(abi.VIEW_TASK, ("bytes32",), (_raw32(r.task_id),)) for r in refs]
         shown = refs[0].task_id if len(refs) == 1 else None
-        answers = await self._call_batch(calls, shown)
+        answers = await self._call_batch(calls, shown, owners=[r.task_id for r in refs])
         now = int(time.time())  # the SDK's clock: Math.floor(Date.now() / 1000)
         decoded: list[abi.TaskTuple | BaseException] = []
         wanted_deals: set[str] = set()
@@ -682,12 +683,17 @@ class IExecBackend(Backend[IExecTask]):
     # -- JSON-RPC ------------------------------------------------------------------------
 
     async def _call_batch(
-        self, calls: Sequence[str], shown: str | None
+        self,
+        calls: Sequence[str],
+        shown: str | None,
+        *,
+        owners: Sequence[str | None] | None = None,
     ) -> list[bytes | BaseException]:
         """``eth_call`` each data on the hub, all in one JSON-RPC batch request.
 
-        Returns each call's raw result or the error that replaced it; a fault of the whole
-        request (HTTP 5xx, a body that is not JSON-RPC) raises.
+        Returns each call's raw result or the error that replaced it, named after its task in
+        ``owners`` (``shown`` when not given): a malformed reply fails only its own call. A
+        fault of the whole request (HTTP 5xx, a body that is not a JSON list) raises.
         """
         body = [
             {
@@ -702,23 +708,34 @@ class IExecBackend(Backend[IExecTask]):
         if response.status_code != 200:
             raise self.protocol_error(f"unexpected HTTP {response.status_code} from the RPC", shown)
         parsed = self.parse(_RpcBatchReply, response.content, shown).root
-        if isinstance(parsed, _RpcReply):
-            if parsed.error is not None:
-                raise self._rpc_error(parsed.error, shown)
+        if isinstance(parsed, dict):
+            single = self.parse(_RpcReply, parsed, shown)
+            if single.error is not None:
+                raise self._rpc_error(single.error, shown)
             raise self.protocol_error("a batch request got a single answer", shown)
-        by_id = {reply.id: reply for reply in parsed}
+        whose = list(owners) if owners is not None else [shown] * len(calls)
+        replies = entries_by_key(
+            self,
+            parsed,
+            _RpcReply,
+            key=lambda raw: raw["id"],
+            wanted=dict(enumerate(whose)),
+            what="the JSON-RPC batch answer",
+        )
         out: list[bytes | BaseException] = []
-        for i in range(len(calls)):
-            reply = by_id.get(i)
+        for i, owner in enumerate(whose):
+            reply = replies.get(i)
             if reply is None:
                 out.append(TransientFault("the batch reply left this call out"))
+            elif isinstance(reply, BaseException):
+                out.append(reply)
             elif reply.error is not None:
-                out.append(self._rpc_error(reply.error, shown))
+                out.append(self._rpc_error(reply.error, owner))
             else:
                 try:
                     out.append(abi.parse_hex(reply.result))
                 except abi.AbiError as exc:
-                    out.append(self.protocol_error(str(exc), shown))
+                    out.append(self.protocol_error(str(exc), owner))
         return out
 
     def _rpc_error(self, error: _RpcError, shown: str | None) -> BaseException:
@@ -790,7 +807,7 @@ def _deal_event(deal: IExecDeal, tasks: dict[int, TaskEvent[IExecTask]]) -> IExe
 
 
 def _bytes32(value: str, what: str) -> str:
-    if not isinstance(value, str) or not _BYTES32.match(value):
+    if not isinstance(value, str) or not _BYTES32.fullmatch(value):
         raise InvalidTaskId(f"an iExec {what} is 0x followed by 64 hex digits, got {value!r}")
     return value.lower()
 

@@ -14,6 +14,7 @@ import base64
 import json
 import logging
 import re
+import time
 from collections.abc import AsyncIterator, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -35,15 +36,19 @@ from .._errors import (
     BackendUnavailable,
     ConfigurationError,
     InvalidTaskId,
+    ProtocolError,
+    ReactiveTasksError,
     TaskNotFound,
 )
 from .._models import TaskEvent, TaskState
 from .._policy import PollPolicy
+from ._answers import entries_by_key, next_page
 from ._base import Backend, Reading, TaskRef
 
 __all__ = [
     "ArtifactError",
     "ArtifactNotFound",
+    "InvalidArtifactName",
     "TaskclusterArtifact",
     "TaskclusterBackend",
     "TaskclusterCredentials",
@@ -59,7 +64,7 @@ SLUGID_PATTERN = r"^[A-Za-z0-9_-]{8}[Q-T][A-Za-z0-9_-][CGKOSWaeimquy26-][A-Za-z0
 _SLUGID = re.compile(SLUGID_PATTERN)
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _MAX_REDIRECTS = 5
-_MAX_PAGES = 100_000
+_MAX_ARTIFACT_NAME = 1024
 
 RunState = Literal["pending", "running", "completed", "failed", "exception"]
 TaskStateName = Literal["unscheduled", "pending", "running", "completed", "failed", "exception"]
@@ -177,7 +182,9 @@ class _BatchEntry(BaseModel):
 
 
 class _BatchAnswer(BaseModel):
-    statuses: list[_BatchEntry] = []
+    """The envelope of a batch answer; its entries are read one by one (see ``_answers``)."""
+
+    statuses: list[Any] = []
     continuationToken: str | None = None
 
 
@@ -213,6 +220,10 @@ class ArtifactError(BackendError):
     ) -> None:
         super().__init__(message, backend=backend, task_id=task_id)
         self.reason = reason
+
+
+class InvalidArtifactName(ReactiveTasksError, ValueError):
+    """An artifact name that is not a relative path of non-empty segments (no ``.``/``..``)."""
 
 
 @dataclass(frozen=True)
@@ -278,6 +289,9 @@ class TaskclusterBackend(Backend[TaskclusterStatus]):
 
     name = "taskcluster"
     max_batch = 1000
+    #: After a 404/405 from the batch endpoint, read tasks one by one for this many seconds,
+    #: then try the batch endpoint again.
+    batch_retry_seconds: float = 300.0
     secret_query_params = (
         "bewit", "x-amz-signature", "x-amz-credential", "x-amz-security-token", "sig",
         "signature",
@@ -306,6 +320,7 @@ class TaskclusterBackend(Backend[TaskclusterStatus]):
                     "Hawk credentials need mohawk: pip install 'reactive-tasks[taskcluster]'"
                 ) from None
         self._batch = bool(batch)
+        self._batch_retry_at: float | None = None  # set while the endpoint seemed missing
 
     def __repr__(self) -> str:
         who = None if self._credentials is None else self._credentials.client_id
@@ -313,18 +328,20 @@ class TaskclusterBackend(Backend[TaskclusterStatus]):
 
     @property
     def uses_batch_endpoint(self) -> bool:
-        """False when batching is off or the deployment turned out to lack the endpoint."""
-        return self._batch
+        """False when batching is off, or while the deployment seems to lack the endpoint."""
+        return self._batch and (
+            self._batch_retry_at is None or time.monotonic() >= self._batch_retry_at
+        )
 
     # -- ids ---------------------------------------------------------------------------------
 
     def validate_task_id(self, task_id: str) -> str:
-        if not isinstance(task_id, str) or not _SLUGID.match(task_id):
+        if not isinstance(task_id, str) or not _SLUGID.fullmatch(task_id):
             raise InvalidTaskId(f"a Taskcluster task id is a v4 slugid, got {task_id!r}")
         return task_id
 
     def _group_id(self, task_group_id: str) -> str:
-        if not isinstance(task_group_id, str) or not _SLUGID.match(task_group_id):
+        if not isinstance(task_group_id, str) or not _SLUGID.fullmatch(task_group_id):
             raise InvalidTaskId(
                 f"a Taskcluster task-group id is a v4 slugid, got {task_group_id!r}"
             )
@@ -413,13 +430,18 @@ class TaskclusterBackend(Backend[TaskclusterStatus]):
         self, refs: Sequence[TaskRef]
     ) -> AsyncIterator[tuple[TaskRef, TaskclusterStatus | BaseException]]:
         """One batch request per 1,000 tasks; tasks it leaves out are read one by one."""
-        if len(refs) <= 1 or not self._batch:
+        if len(refs) <= 1 or not self.uses_batch_endpoint:
             async for item in super().fetch_many(refs):
                 yield item
             return
         size = self.max_batch or len(refs)
         for start in range(0, len(refs), size):
-            async for item in self._fetch_chunk(refs[start : start + size]):
+            chunk = refs[start : start + size]
+            # checked per chunk: after a 404 on one, the next ones are read one by one too
+            reader = (
+                self._fetch_chunk(chunk) if self.uses_batch_endpoint else super().fetch_many(chunk)
+            )
+            async for item in reader:
                 yield item
 
     async def _fetch_chunk(
@@ -429,7 +451,7 @@ class TaskclusterBackend(Backend[TaskclusterStatus]):
         body = {"taskIds": list(pending)}
         token: str | None = None
         tokens: set[str] = set()
-        while pending and self._batch:  # pages of one answer, not polls
+        while pending:  # pages of one answer, not polls
             url = f"{self._queue}/tasks/status"
             if token:
                 url += "?" + urlencode({"continuationToken": token})
@@ -438,30 +460,46 @@ class TaskclusterBackend(Backend[TaskclusterStatus]):
             except AuthenticationError:
                 break  # refused as a whole (one private task): each task gets its own answer
             if response.status_code in (404, 405):
-                self._batch = False
+                self._batch_retry_at = time.monotonic() + self.batch_retry_seconds
                 logger.info(
-                    "%s: %s has no batch status endpoint; reading tasks one by one",
-                    self.name, self.root_url,
+                    "%s: %s has no batch status endpoint (HTTP %d); reading tasks one by one "
+                    "for %g s before trying it again",
+                    self.name, self.root_url, response.status_code, self.batch_retry_seconds,
                 )
                 break
+            self._batch_retry_at = None
             if response.status_code != 200:
                 raise self.protocol_error(f"batch status: {self._explain(response)}")
             page = self.parse(_BatchAnswer, response.content)
-            for entry in page.statuses:
-                ref = pending.pop(entry.taskId, None)
-                if ref is None:
-                    continue
-                if entry.status.taskId != entry.taskId:
+            entries = entries_by_key(
+                self,
+                page.statuses,
+                _BatchEntry,
+                key=lambda raw: raw["taskId"],
+                wanted={task_id: task_id for task_id in pending},
+                what="the batch status answer",
+            )
+            for task_id, entry in entries.items():
+                ref = pending.pop(str(task_id))
+                if isinstance(entry, BaseException):
+                    yield ref, entry
+                elif entry.status.taskId != entry.taskId:
                     yield ref, self.protocol_error(
                         f"the batch entry holds the status of {entry.status.taskId!r}",
                         ref.task_id,
                     )
                 else:
                     yield ref, entry.status
-            token = page.continuationToken
-            if not token or token in tokens or len(tokens) >= _MAX_PAGES:
+            if not pending:
                 break
-            tokens.add(token)
+            try:
+                token = next_page(self, page.continuationToken, tokens, "batch status")
+            except ProtocolError as exc:  # a runaway server: every task still waiting fails
+                for ref in pending.values():
+                    yield ref, self.protocol_error(exc.message, ref.task_id)
+                return
+            if token is None:
+                break
         if pending:  # left out: unknown (a 404 tells), or the batch could not be used
             async for item in super().fetch_many(list(pending.values())):
                 yield item
@@ -582,9 +620,7 @@ class TaskclusterBackend(Backend[TaskclusterStatus]):
         the Hawk header: the location carries its own signature).
         """
         tid = self.validate_task_id(task_id)
-        if not isinstance(name, str) or not name:
-            raise ValueError("an artifact name is a non-empty string")
-        url = f"{self._queue}/task/{tid}{_run_path(run_id)}/artifacts/{quote(name, safe='/')}"
+        url = f"{self._queue}/task/{tid}{_run_path(run_id)}/artifacts/{_artifact_path(name)}"
         response = await self._one_off("GET", url, tid)
         for _ in range(_MAX_REDIRECTS):
             if response.status_code not in _REDIRECTS:
@@ -645,7 +681,7 @@ class TaskclusterBackend(Backend[TaskclusterStatus]):
         """Every page of a listing, following ``continuationToken``."""
         token: str | None = None
         seen: set[str] = set()
-        for _ in range(_MAX_PAGES):
+        while True:
             url = base + ("?" + urlencode({"continuationToken": token}) if token else "")
             response = await self._one_off("GET", url, task_id)
             code = response.status_code
@@ -659,10 +695,9 @@ class TaskclusterBackend(Backend[TaskclusterStatus]):
                 raise self.protocol_error(f"unexpected {self._explain(response)}", task_id)
             page = self.parse(model, response.content, task_id)
             yield page
-            token = page.continuationToken
-            if not token or token in seen:
+            token = next_page(self, page.continuationToken, seen, f"{what} listing", task_id)
+            if token is None:
                 return
-            seen.add(token)
 
 
 _STATES = {
@@ -671,6 +706,27 @@ _STATES = {
     "completed": TaskState.COMPLETED,
     "failed": TaskState.FAILED,
 }
+
+
+def _artifact_path(name: str) -> str:
+    """``name`` checked and percent-encoded segment by segment, to follow ``.../artifacts/``.
+
+    An artifact name is a relative ``/``-separated path: an absolute name, an empty, ``.`` or
+    ``..`` segment, or a control character could reach another endpoint of the queue.
+    """
+    if not isinstance(name, str) or not name:
+        raise InvalidArtifactName("an artifact name is a non-empty string")
+    if len(name) > _MAX_ARTIFACT_NAME:
+        raise InvalidArtifactName(f"an artifact name has at most {_MAX_ARTIFACT_NAME} characters")
+    segments = name.split("/")
+    if any(s in ("", ".", "..") for s in segments) or any(
+        ord(c) < 0x20 or c in "\\\x7f" for c in name
+    ):
+        raise InvalidArtifactName(
+            f"an artifact name is a relative path without empty, '.' or '..' segments, "
+            f"backslashes or control characters, got {name[:100]!r}"
+        )
+    return "/".join(quote(segment, safe="") for segment in segments)
 
 
 def _run_path(run_id: int | None) -> str:

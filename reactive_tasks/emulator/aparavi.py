@@ -5,7 +5,10 @@ compute pool (``gpu`` when the pipeline or one of its components sets ``"gpu": t
 ``cpu``); ``GET /task?token=&type=`` reads it; ``DELETE /task?token=&type=`` cancels it and
 answers its final results (a finished task keeps its own; the record stays readable). Answers are
 ``{"status": "OK", "data": ...}`` or ``{"status": "Error", "error": {"message", "code",
-"details"}}`` with HTTP 401 (bad key, out of tokens), 404 or 422.
+"details"}}`` with HTTP 401 (bad key, out of tokens), 404 or 422: the SDK's shape. The shape the
+API documentation shows, ``{"data": {"id", "status", "progress", "files_processed",
+"total_files", "error", ...}, "message"}`` and ``{"error": "Task not found", "message"}``, is
+served by ``make_api(shape="documented")``, or for one task by its extra ``shape``.
 
 A task started with ``name`` equal to a key of ``LIFECYCLES`` follows that script; any other
 name gets the default one. Scripted steps take the API's camelCase fields (``status``,
@@ -34,6 +37,7 @@ __all__ = [
     "DEFAULT_STEPS",
     "EXHAUSTED_KEYS",
     "LIFECYCLES",
+    "SHAPES",
     "make_api",
     "normalize_id",
     "pick_type",
@@ -64,7 +68,9 @@ _STEP_KEYS = frozenset(
     {"status", "completed", "currentObject", "errors", "warnings", "notes", "exitMsg", "metrics"}
     | set(_COUNTERS)
 )
-_EXTRA_KEYS = frozenset({"type", "name", "threads", "pipeline"})
+_EXTRA_KEYS = frozenset({"type", "name", "threads", "pipeline", "shape"})
+#: The answer shapes: the SDK's envelope, or the one of the API documentation (seed 003).
+SHAPES = ("sdk", "documented")
 
 
 def _step(
@@ -143,13 +149,53 @@ def pick_type(pipeline: Any, depth: int = 0) -> str:
     return "gpu" if any(pick_type(c, depth + 1) == "gpu" for c in children) else "cpu"
 
 
-def _error(status: int, message: str, details: Any = None) -> JSONResponse:
+def _sdk_error(status: int, message: str, details: Any = None) -> JSONResponse:
     body = {"status": "Error", "error": {"message": message, "code": status, "details": details}}
     return JSONResponse(body, status_code=status)
 
 
+def _documented_error(status: int, message: str, details: Any = None) -> JSONResponse:
+    text = _DOCUMENTED_DETAILS.get(message, message)
+    return JSONResponse({"error": message, "message": text}, status_code=status)
+
+
+_DOCUMENTED_DETAILS = {"Task not found": "The specified task does not exist or has been deleted"}
+
+
 def _ok(data: Any) -> JSONResponse:
     return JSONResponse({"status": "OK", "data": data})
+
+
+def _documented_ok(task: ScriptedTask, record: Mapping[str, Any]) -> JSONResponse:
+    """``record`` (the SDK's fields) told the documented way: progress and file counts."""
+    status = str(record["status"])
+    low = status.lower()
+    if low == "completed" and not record["completed"]:
+        status = "Running"  # this shape has no `completed` flag: done means done
+    done, total = int(record["completedCount"]), int(record["totalCount"])
+    error: str | None = None
+    if record["errors"]:
+        first = record["errors"][0]
+        error = first if isinstance(first, str) else str(first.get("message", first))
+    elif low in ("failed", "error") and record["exitMsg"]:
+        error = str(record["exitMsg"])
+    updated = float(record["endTime"]) or time.time()
+    data = {
+        "id": task.id,
+        "status": status,
+        "created_at": _iso(task.created),
+        "updated_at": _iso(updated),
+        "progress": done * 100 // total if total else 0,
+        "files_processed": done,
+        "total_files": total,
+        "error": error,
+        "metadata": {"type": task.extra.get("type", "cpu")},
+    }
+    return JSONResponse({"data": data, "message": "Task status retrieved successfully"})
+
+
+def _iso(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 
 def _check_step(fields: Mapping[str, Any]) -> str | None:
@@ -180,12 +226,14 @@ def _check_extra(extra: Mapping[str, Any]) -> str | None:
         return f"unknown aparavi task fields {sorted(unknown)}; allowed: {sorted(_EXTRA_KEYS)}"
     if extra.get("type", "cpu") not in TYPES:
         return "type must be 'cpu' or 'gpu'"
+    if extra.get("shape", "sdk") not in SHAPES:
+        return f"shape must be one of {list(SHAPES)}"
     return None
 
 
 def _api_error(fault: Fault) -> Response:
     code = fault.code if fault.code is not None and 400 <= fault.code <= 599 else 500
-    return _error(code, "Emulated API error" if fault.message is None else fault.message)
+    return _sdk_error(code, "Emulated API error" if fault.message is None else fault.message)
 
 
 def _record(task: ScriptedTask) -> dict[str, Any]:
@@ -228,22 +276,37 @@ def _is_finished(record: Mapping[str, Any]) -> bool:
 
 
 def make_api(
-    api_keys: Sequence[str] = API_KEYS, exhausted_keys: Sequence[str] = EXHAUSTED_KEYS
+    api_keys: Sequence[str] = API_KEYS,
+    exhausted_keys: Sequence[str] = EXHAUSTED_KEYS,
+    *,
+    shape: str = "sdk",
 ) -> EmulatedApi:
-    """An emulated Aparavi API accepting ``api_keys`` and refusing ``exhausted_keys`` as spent."""
+    """An emulated Aparavi API accepting ``api_keys`` and refusing ``exhausted_keys`` as spent.
+
+    ``shape`` is how it answers (see ``SHAPES``); a task's extra ``shape`` overrides it for
+    that task's records.
+    """
+    if shape not in SHAPES:
+        raise ValueError(f"shape must be one of {list(SHAPES)}, got {shape!r}")
     accepted = frozenset(api_keys)
     spent = frozenset(exhausted_keys)
+    fail = _documented_error if shape == "documented" else _sdk_error
+
+    def answer(task: ScriptedTask, record: Mapping[str, Any]) -> JSONResponse:
+        if task.extra.get("shape", shape) == "documented":
+            return _documented_ok(task, record)
+        return _ok(dict(record))
 
     def refused(request: Request) -> Response | None:
         header = request.headers.get("authorization", "").strip()
         if header[:7].lower() == "bearer ":
             header = header[7:].strip()
         if not header:
-            return _error(401, "Missing API key in the Authorization header")
+            return fail(401, "Missing API key in the Authorization header")
         if header in spent:
-            return _error(401, "API key is out of tokens")
+            return fail(401, "API key is out of tokens")
         if header not in accepted:
-            return _error(401, "Invalid API key")
+            return fail(401, "Invalid API key")
         return None
 
     def routes(ctx: ApiContext) -> Sequence[BaseRoute]:
@@ -265,13 +328,13 @@ def make_api(
                 except ValueError:
                     threads = 0
                 if not 1 <= threads <= 16:
-                    return _error(422, "threads must be an integer from 1 to 16")
+                    return fail(422, "threads must be an integer from 1 to 16")
             try:
                 body = json.loads(await request.body())
             except ValueError:
-                return _error(422, "the body must be JSON")
+                return fail(422, "the body must be JSON")
             if not isinstance(body, dict) or not isinstance(body.get("pipeline"), dict):
-                return _error(422, "the body must be an object with a 'pipeline' object")
+                return fail(422, "the body must be an object with a 'pipeline' object")
             name = request.query_params.get("name")
             pipeline = body["pipeline"]
             task_type = pick_type(pipeline)
@@ -295,23 +358,23 @@ def make_api(
                 return early
             task_type = request.query_params.get("type")
             if not raw_token:
-                return _error(422, "the query parameter 'token' is required")
+                return fail(422, "the query parameter 'token' is required")
             if token is None:
-                return _error(422, "Invalid token")
+                return fail(422, "Invalid token")
             if not task_type:
-                return _error(422, "the query parameter 'type' is required")
+                return fail(422, "the query parameter 'type' is required")
             if task_type not in TYPES:
-                return _error(422, f"Invalid type {task_type!r}: expected 'cpu' or 'gpu'")
+                return fail(422, f"Invalid type {task_type!r}: expected 'cpu' or 'gpu'")
             task = tasks.get(token)
             if task is None or task.extra.get("type", "cpu") != task_type:
-                return _error(404, "Task not found")
+                return fail(404, "Task not found")
             return task
 
         async def read(request: Request) -> Response:
             found = await find(request, "GET")
             if isinstance(found, Response):
                 return found
-            return _ok(_record(found))
+            return answer(found, _record(found))
 
         async def cancel(request: Request) -> Response:
             found = await find(request, "DELETE")
@@ -331,7 +394,7 @@ def make_api(
                         currentObject="",
                     )
                 found.memo["cancelled"] = record
-            return _ok(dict(record))
+            return answer(found, record)
 
         async def endpoint(request: Request) -> Response:
             if request.method == "PUT":
