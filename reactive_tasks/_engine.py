@@ -32,6 +32,7 @@ from ._errors import (
     TaskNotFound,
     TransientFault,
 )
+from ._log import log_poll_fault
 from ._models import TaskEvent, TaskState
 from ._policy import PollPolicy
 from ._runtime import current_or_background_loop, in_loop_thread
@@ -136,6 +137,7 @@ def _decide(
     if isinstance(exc, BackendError):
         return _Fail(exc)
     if is_transient(exc):
+        log_poll_fault(source.name, shown, exc, failures, policy.retry_budget)
         if policy.exhausted(failures):
             gave_up = BackendUnavailable(
                 f"gave up after {failures} consecutive failed polls; last: {_describe(exc)}",
