@@ -190,23 +190,24 @@ class Board:
         shown = sorted(troubled + recent, key=lambda r: r.index)
         return shown, [r for r in rows if id(r) not in chosen]
 
-    def render(self) -> Any:
-        from rich import box
+    def render(self, size: tuple[int, int] | None = None) -> Any:
+        """The table for a terminal of ``size`` (columns, lines): the live console's size."""
         from rich.progress_bar import ProgressBar
         from rich.table import Table
 
-        width, height = (80, 24)
-        if self._live is not None:
-            width, height = self._live.console.size
+        if size is None:
+            size = self._live.console.size if self._live is not None else (80, 24)
+        width, height = size
         shown, hidden = self._visible(max(height - 5, 3))
-        bar = width >= 110
-        table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, expand=True)
-        label_width = min(max((len(r.label) for r in shown), default=4), 21)
+        bar, wide = width >= 120, width >= 100
+        limit = 21 if wide else 13
+        table = Table(box=None, padding=(0, 1, 0, 0), expand=True, header_style="bold")
+        label_width = min(max((len(r.label) for r in shown), default=4), limit)
         table.add_column("backend", no_wrap=True, max_width=11)
-        table.add_column("task", no_wrap=True, overflow="ellipsis", min_width=4,
-                         max_width=label_width)
+        table.add_column("task", no_wrap=True, min_width=4, max_width=label_width)
         table.add_column("state", no_wrap=True, min_width=9)
-        table.add_column("progress", no_wrap=True, width=16 if bar else 6, justify="right")
+        table.add_column("progress" if bar else "done", no_wrap=True, width=16 if bar else 4,
+                         justify="right")
         table.add_column("elapsed", no_wrap=True, width=7, justify="right")
         table.add_column("message", no_wrap=True, overflow="ellipsis", ratio=1)
         now = time.monotonic()
@@ -226,7 +227,8 @@ class Board:
                 message = f"[yellow]{_escape(message)}[/]"
             else:
                 message = _escape(message)
-            table.add_row(row.backend, _escape(row.label), f"[{colour}]{row.state}[/]",
+            table.add_row(row.backend, _escape(short_label(row.label, limit)),
+                          f"[{colour}]{row.state}[/]",
                           progress, f"{elapsed:6.1f}s", message)
         if hidden:
             counts: dict[str, int] = {}

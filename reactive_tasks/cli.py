@@ -20,7 +20,7 @@ from reactivex import Observable
 
 from . import __version__
 from ._aio import aiter
-from ._board import REDRAW_PERIOD, Board, Mode, RetryHandler, Row, short_label
+from ._board import REDRAW_PERIOD, Board, Mode, RetryHandler, Row
 from ._errors import ConfigurationError, InvalidTaskId, ReactiveTasksError
 from ._models import TaskEvent, TaskState
 from ._policy import PollPolicy
@@ -171,7 +171,7 @@ async def _watch(
     library's log records name it.
     """
     shown = labels or {}
-    rows = [Row(b, t, label=short_label(shown.get(t, t))) for b, t, _ in streams]
+    rows = [Row(b, t, label=shown.get(t, t)) for b, t, _ in streams]
     board = Board(rows, mode=_mode(as_json, out), out=out)
     for row in rows:
         board.alias(row, shown.get(row.task_id, row.task_id))
