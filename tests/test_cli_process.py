@@ -61,12 +61,17 @@ def coin(emulator: EmulatorClient, final: str) -> str:
                       {"status": final, "progress": 100, "message": "done"}])
 
 
-def test_exit_0_when_every_task_completes(emulator: EmulatorClient) -> None:
+def test_exit_0_when_every_task_completes_with_a_line_per_event_off_a_terminal(
+    emulator: EmulatorClient,
+) -> None:
     ids = [coin(emulator, "completed") for _ in range(2)]
     run = cli("watch", "cloudcoin", *ids, "--base-url", emulator.api_url("cloudcoin"),
               "--interval", "0.05")
     assert run.returncode == 0, run.stderr
     assert run.stderr == ""
+    for task in ids:
+        assert f"cloudcoin {task} RUNNING  50.0% Task in progress\n" in run.stdout
+        assert f"cloudcoin {task} COMPLETED 100.0% done\n" in run.stdout
     assert "summary: 2 COMPLETED" in run.stdout
 
 
@@ -168,3 +173,15 @@ def test_demo_says_why_it_exits_0_with_failed_tasks() -> None:
     assert "Traceback" not in run.stderr
     last = run.stderr.splitlines()[-1]
     assert last.startswith("demo: ") and "on purpose" in last and "exit 0" in last
+
+
+@pytest.mark.parametrize("api", ["cloudcoin", "taskcluster"])
+def test_a_wrong_base_url_says_so(emulator: EmulatorClient, api: str) -> None:
+    task = (coin(emulator, "completed") if api == "cloudcoin"
+            else emulator.create_task("taskcluster"))
+    wrong = emulator.api_url(api) + "/v2"  # the server answers its generic 404 there
+    flag = "--base-url" if api == "cloudcoin" else "--root-url"
+    run = cli("watch", api, task, flag, wrong, "--interval", "0.05")
+    assert run.returncode == 2
+    line = one_line(run.stderr)
+    assert "the base URL may be wrong" in line and f"{wrong}/" in line, line

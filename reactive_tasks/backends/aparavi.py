@@ -295,6 +295,8 @@ class AparaviBackend(Backend[AparaviStatus]):
         error = envelope.error if envelope is not None else None
         if envelope is None and code == 422:
             error = _validation_error(response.content)
+        if envelope is None and code == 404:
+            raise self.wrong_url("/task", token)
         self._raise(code, error, token)
 
     def _raise(self, http_code: int, error: AparaviApiError | None, token: str | None) -> NoReturn:
