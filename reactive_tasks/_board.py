@@ -106,7 +106,7 @@ class Board:
 
     def __exit__(self, *exc: object) -> None:
         if self._live is not None:
-            self._live.update(self.render(), refresh=True)
+            self._live.update(self.render())  # drawn once more as the live display stops
             self._live.__exit__(None, None, None)
 
     # -- changes -------------------------------------------------------------------------
