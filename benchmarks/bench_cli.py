@@ -58,9 +58,9 @@ def drain(fd: int, sink: list[int]) -> None:
         sink[0] += len(chunk)
 
 
-def run(argv: list[str], *, table: bool) -> tuple[float, float, int, int]:
+def run(argv: list[str], *, table: bool, root: Path = ROOT) -> tuple[float, float, int, int]:
     """Wall seconds, CPU seconds, exit code and output bytes of one watch in a child process."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TERM": "xterm-256color"}
+    env = {**os.environ, "PYTHONPATH": str(root), "TERM": "xterm-256color"}
     env.pop("COLUMNS", None)
     env.pop("LINES", None)
     received = [0]
@@ -101,18 +101,22 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--interval", type=float, default=1.0)
+    parser.add_argument("--root", type=Path, default=ROOT,
+                        help="the checkout whose reactive_tasks the watcher runs (to compare)")
+    parser.add_argument("--modes", default="table,json", help="which of table,json to run")
     options = parser.parse_args()
     emulator, url = start_emulator()
-    results: dict[str, tuple[list[float], list[float]]] = {"table": ([], []), "json": ([], [])}
+    modes = options.modes.split(",")
+    results: dict[str, tuple[list[float], list[float]]] = {mode: ([], []) for mode in modes}
     try:
         for _ in range(options.rounds):
-            for mode in ("table", "json"):
+            for mode in modes:
                 ids = create(url, options.tasks)
                 argv = [sys.executable, "-m", "reactive_tasks.cli", "watch", "cloudcoin", *ids,
                         "--base-url", f"{url}/cloudcoin", "--interval", str(options.interval)]
                 if mode == "json":
                     argv.append("--json")
-                wall, cpu, code, size = run(argv, table=mode == "table")
+                wall, cpu, code, size = run(argv, table=mode == "table", root=options.root)
                 if code != 0:
                     raise SystemExit(f"{mode} run exited {code}")
                 results[mode][0].append(wall)
@@ -126,8 +130,9 @@ def main() -> None:
     print(f"{'':6} {'wall':^23}   {'cpu':^23}")
     for mode, (walls, cpus) in results.items():
         print(f"{mode:6} {spread(walls)}   {spread(cpus)}")
-    ratio = statistics.median(results["table"][1]) / statistics.median(results["json"][1])
-    print(f"\ntable / json CPU (medians): {ratio:.2f}x")
+    if len(results) == 2:
+        table, as_json = (statistics.median(results[m][1]) for m in ("table", "json"))
+        print(f"\ntable / json CPU (medians): {table / as_json:.2f}x")
 
 
 if __name__ == "__main__":
