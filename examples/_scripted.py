@@ -8,13 +8,25 @@ Either way it scripts its own tasks through the emulator's control API, so nothi
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
+from reactive_tasks import TaskState
 from reactive_tasks.emulator import EmulatorClient, EmulatorServer
 
-__all__ = ["coin_script", "emulator", "parser"]
+__all__ = ["coin_script", "emulator", "overall_state", "parser"]
+
+
+def overall_state(states: Iterable[TaskState], total: int) -> TaskState:
+    """What the overall bar shows: FAILED once any task failed, was cancelled or timed out
+    (even at 100 %), COMPLETED once all ``total`` tasks completed, RUNNING until then."""
+    completed = 0
+    for state in states:
+        if state.terminal and state is not TaskState.COMPLETED:
+            return TaskState.FAILED
+        completed += state is TaskState.COMPLETED
+    return TaskState.COMPLETED if completed == total else TaskState.RUNNING
 
 
 def parser(description: str) -> argparse.ArgumentParser:

@@ -20,7 +20,7 @@ import sys
 import threading
 from typing import Any
 
-from _scripted import coin_script, emulator, parser
+from _scripted import coin_script, emulator, overall_state, parser
 from PySide6 import QtCore, QtWidgets
 from reactivex import operators as ops
 from reactivex.disposable import CompositeDisposable
@@ -52,6 +52,8 @@ class TaskWindow(QtWidgets.QWidget):
         self.setWindowTitle("reactive-tasks")
         self.events: dict[str, TaskEvent[Any]] = {}
         self.off_gui_thread = 0
+        self.outcome = TaskState.RUNNING  # what the overall bar's colour says
+        self._total = len(tasks)
         self._bars: dict[str, QtWidgets.QProgressBar] = {}
         self._states: dict[str, QtWidgets.QLabel] = {}
 
@@ -96,13 +98,15 @@ class TaskWindow(QtWidgets.QWidget):
             bar.setStyleSheet(BAR_STYLE.format(colour=COLOURS[event.state]))
         text = event.state.value + (f" · {event.message}" if event.message else "")
         self._states[event.task_id].setText(text)
+        outcome = overall_state((e.state for e in self.events.values()), self._total)
+        if outcome is not self.outcome:
+            self.outcome = outcome
+            self.overall.setStyleSheet(BAR_STYLE.format(colour=COLOURS.get(outcome, "#1e88e5")))
 
     def show_overall(self, percent: float) -> None:
         """Show the overall progress across every task (runs on the GUI thread)."""
         self._check_thread()
         self.overall.setValue(round(percent))
-        if percent >= 100:
-            self.overall.setStyleSheet(BAR_STYLE.format(colour=COLOURS[TaskState.COMPLETED]))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -174,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     terminal = sum(1 for event in window.events.values() if event.terminal)
     print(f"{terminal} of {len(ids)} tasks terminal; "
           f"{window.off_gui_thread} updates ran off the GUI thread")
+    print(f"overall bar: {window.outcome.value}")
     if outcome[0] == 1:
         print(f"stopped after {args.max_seconds} s")
     return outcome[0] if window.off_gui_thread == 0 else 3

@@ -27,7 +27,7 @@ import tkinter as tk
 from tkinter import ttk
 from typing import Any
 
-from _scripted import coin_script, emulator, parser
+from _scripted import coin_script, emulator, overall_state, parser
 from reactivex import operators as ops
 from reactivex.disposable import CompositeDisposable
 from reactivex.scheduler.mainloop import TkinterScheduler
@@ -64,6 +64,8 @@ class TaskWindow:
         self.style.theme_use("clam")
         self.events: dict[str, TaskEvent[Any]] = {}
         self.off_gui_thread = 0
+        self.outcome = TaskState.RUNNING  # what the overall bar's colour says
+        self._total = len(tasks)
         self._bars: dict[str, ttk.Progressbar] = {}
         self._percents: dict[str, ttk.Label] = {}
         self._states: dict[str, ttk.Label] = {}
@@ -109,13 +111,15 @@ class TaskWindow:
         bar["style"] = _bar_style(self.style, event.state)
         text = event.state.value + (f" · {event.message}" if event.message else "")
         self._states[event.task_id]["text"] = text
+        outcome = overall_state((e.state for e in self.events.values()), self._total)
+        if outcome is not self.outcome:
+            self.outcome = outcome
+            self.overall["style"] = _bar_style(self.style, outcome)
 
     def show_overall(self, percent: float) -> None:
         """Show the overall progress across every task (runs on the Tk thread)."""
         self._check_thread()
         self.overall["value"] = percent
-        if percent >= 100:
-            self.overall["style"] = _bar_style(self.style, TaskState.COMPLETED)
         self.overall_percent["text"] = f"{percent:.0f}%"
 
     def save_screenshot(self, path: str) -> None:
@@ -210,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     terminal = sum(1 for event in window.events.values() if event.terminal)
     print(f"{terminal} of {len(ids)} tasks terminal; "
           f"{window.off_gui_thread} updates ran off the GUI thread")
+    print(f"overall bar: {window.outcome.value}")
     if outcome[0] == 1:
         print(f"stopped after {args.max_seconds} s")
     return outcome[0] if window.off_gui_thread == 0 else 3

@@ -35,6 +35,7 @@ from ._errors import (
     TaskNotFound,
     TransientFault,
 )
+from ._log import log_poll_fault
 from ._models import TaskEvent, TaskState
 from ._policy import PollPolicy
 from ._runtime import current_or_background_loop, in_loop_thread, on_background_loop
@@ -141,6 +142,7 @@ def _verdict(
     if isinstance(exc, BackendError):
         return exc
     if is_transient(exc):
+        log_poll_fault(source.name, shown, exc, failures, policy.retry_budget)
         if not policy.exhausted(failures):
             return None
         gave_up = BackendUnavailable(

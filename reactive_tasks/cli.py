@@ -1,25 +1,27 @@
 """The ``reactive-tasks`` command: ``watch`` real tasks, run the ``demo``, serve ``emulate``.
 
-Exit codes of ``watch`` and ``demo``: 0 when every task completed, 1 when any failed, was
-cancelled or timed out, 2 on a monitoring error (or bad arguments), 130 on Ctrl-C.
+Exit codes: 0 every task completed, 1 a task failed, was cancelled or timed out, 2 monitoring
+failed (unreachable, refused credentials, not found, unreadable answers), 64 usage or
+configuration error, 130 interrupted. Errors are one line on stderr, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
+import logging
 import os
 import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 
 from reactivex import Observable
 
+from . import __version__
 from ._aio import aiter
-from ._errors import ReactiveTasksError
+from ._board import REDRAW_PERIOD, Board, Mode, RetryHandler, Row
+from ._errors import ConfigurationError, InvalidTaskId, ReactiveTasksError
 from ._models import TaskEvent, TaskState
 from ._policy import PollPolicy
 from .backends import (
@@ -34,7 +36,22 @@ from .backends import (
 __all__ = ["main"]
 
 EXIT_OK, EXIT_TASK_FAILED, EXIT_MONITORING_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_USAGE = 64  # sysexits.h's EX_USAGE
 DEFAULT_EMULATOR_PORT = 8765
+
+EXIT_CODES_HELP = """\
+exit codes:
+  0    every task completed
+  1    a task failed, was cancelled or timed out
+  2    monitoring failed: backend unreachable, credentials refused, task not found,
+       or an answer that could not be read
+  64   usage or configuration error: bad flags, missing settings, invalid values
+  130  interrupted (Ctrl-C)
+"""
+
+
+class UsageError(Exception):
+    """Bad flags or settings: reported in one line, exit code 64."""
 
 
 # -- building backends from arguments ------------------------------------------------------
@@ -47,7 +64,7 @@ def _secret(args: argparse.Namespace, option: str) -> str | None:
         return None
     value = os.environ.get(name)
     if not value:
-        raise SystemExit(f"reactive-tasks: environment variable {name} is not set")
+        raise UsageError(f"environment variable {name} is not set")
     return value
 
 
@@ -62,9 +79,9 @@ def _cloudcoin(args: argparse.Namespace) -> Watcher:
 def _aparavi(args: argparse.Namespace) -> Watcher:
     key = _secret(args, "api-key") or _secret(args, "token")
     if key is None:
-        raise SystemExit("reactive-tasks: aparavi needs --api-key-env NAME")
+        raise UsageError("aparavi needs --api-key-env NAME")
     if not args.task_type:
-        raise SystemExit("reactive-tasks: aparavi needs --task-type cpu|gpu")
+        raise UsageError("aparavi needs --task-type cpu|gpu")
     backend = AparaviBackend(
         args.base_url or "https://eaas.aparavi.com", api_key=key, policy=args.policy
     )
@@ -74,7 +91,7 @@ def _aparavi(args: argparse.Namespace) -> Watcher:
 def _taskcluster(args: argparse.Namespace) -> Watcher:
     root_url = args.root_url or os.environ.get("TASKCLUSTER_ROOT_URL")
     if not root_url:
-        raise SystemExit("reactive-tasks: taskcluster needs --root-url (or TASKCLUSTER_ROOT_URL)")
+        raise UsageError("taskcluster needs --root-url (or TASKCLUSTER_ROOT_URL)")
     # The official client's environment variables; --token-env names another for the token.
     token = _secret(args, "token") or os.environ.get("TASKCLUSTER_ACCESS_TOKEN")
     client_id = os.environ.get("TASKCLUSTER_CLIENT_ID")
@@ -82,7 +99,7 @@ def _taskcluster(args: argparse.Namespace) -> Watcher:
     if token and client_id:
         credentials = {"clientId": client_id, "accessToken": token}
     elif token:
-        raise SystemExit("reactive-tasks: an access token needs TASKCLUSTER_CLIENT_ID too")
+        raise UsageError("an access token needs TASKCLUSTER_CLIENT_ID too")
     backend = TaskclusterBackend(root_url, credentials=credentials, policy=args.policy)
     return backend, backend.observe
 
@@ -90,7 +107,7 @@ def _taskcluster(args: argparse.Namespace) -> Watcher:
 def _greencloud(args: argparse.Namespace) -> Watcher:
     token, key = _secret(args, "token"), _secret(args, "api-key")
     if (token is None) == (key is None):
-        raise SystemExit("reactive-tasks: greencloud needs one of --token-env or --api-key-env")
+        raise UsageError("greencloud needs one of --token-env or --api-key-env")
     backend = GreenCloudBackend(
         args.base_url or "https://api.greencloud.dev", token=token, api_key=key,
         policy=args.policy,
@@ -105,7 +122,7 @@ def _iexec(args: argparse.Namespace) -> Watcher:
     elif args.rpc_url and args.hub:
         backend = IExecBackend(args.rpc_url, args.hub, policy=args.policy)
     else:
-        raise SystemExit("reactive-tasks: iexec needs --chain NAME, or --rpc-url and --hub")
+        raise UsageError("iexec needs --chain NAME, or --rpc-url and --hub")
     return backend, lambda task_id: backend.observe(task_id, deal_id=args.deal_id)
 
 
@@ -119,110 +136,26 @@ BACKEND_FACTORIES: dict[str, Callable[[argparse.Namespace], Watcher]] = {
 }
 
 
-# -- rendering -----------------------------------------------------------------------------
-
-
-@dataclass
-class _Row:
-    backend: str
-    task_id: str
-    label: str = ""
-    started: float = field(default_factory=time.monotonic)
-    event: TaskEvent[Any] | None = None
-    ended: float | None = None
-    error: str | None = None
-
-
-class _Board:
-    """The state of every watched task, rendered as a rich table or as JSON lines."""
-
-    def __init__(self, rows: Sequence[_Row], *, as_json: bool, out: TextIO) -> None:
-        self.rows = {(r.backend, r.task_id): r for r in rows}
-        self.as_json = as_json
-        self.out = out
-        self._live: Any = None
-
-    def __enter__(self) -> _Board:
-        if not self.as_json:
-            try:
-                from rich.live import Live
-            except ImportError:  # the cli extra is not installed: plain lines instead
-                return self
-            self._live = Live(
-                self.render(), auto_refresh=False, transient=False, vertical_overflow="visible"
-            )
-            self._live.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._live is not None:
-            self._live.update(self.render(), refresh=True)
-            self._live.__exit__(None, None, None)
-
-    def update(self, event: TaskEvent[Any]) -> None:
-        row = self.rows.get((event.backend, event.task_id))
-        if row is None:
-            row = _Row(event.backend, event.task_id, label=_short(event.task_id))
-            self.rows[(event.backend, event.task_id)] = row
-        row.event = event
-        if event.state.terminal:
-            row.ended = time.monotonic()
-        if self.as_json:
-            self.out.write(json.dumps(event.model_dump(mode="json"), default=str) + "\n")
-            self.out.flush()
-        elif self._live is None:
-            progress = "" if event.progress is None else f" {event.progress:5.1f}%"
-            self.out.write(f"{event.backend} {event.task_id} {event.state.value}{progress}"
-                           f" {event.message or ''}\n".rstrip() + "\n")
-        self.refresh()
-
-    def refresh(self) -> None:
-        if self._live is not None:
-            self._live.update(self.render(), refresh=True)
-
-    def render(self) -> Any:
-        from rich.progress_bar import ProgressBar
-        from rich.table import Table
-
-        table = Table(expand=False)
-        widths = {"backend": 11, "task": 21, "state": 9, "progress": 16, "elapsed": 8}
-        for column in ("backend", "task", "state", "progress", "elapsed", "message"):
-            table.add_column(
-                column, no_wrap=True, overflow="ellipsis", min_width=widths.get(column)
-            )
-        now = time.monotonic()
-        colours = {TaskState.COMPLETED: "green", TaskState.FAILED: "red",
-                   TaskState.CANCELLED: "yellow", TaskState.TIMED_OUT: "magenta"}
-        for row in self.rows.values():
-            event = row.event
-            state = "waiting" if event is None else event.state.value
-            if row.error:
-                state = "ERROR"
-            colour = "red" if row.error else colours.get(event.state, "cyan") if event else "dim"
-            progress: Any = ""
-            if event is not None and event.progress is not None:
-                progress = ProgressBar(total=100, completed=event.progress, width=16)
-            elif event is not None and event.state.terminal:
-                progress = ProgressBar(total=100, completed=100, width=16)
-            elapsed = (row.ended or now) - row.started
-            message = row.error or (event.message if event and event.message else "")
-            table.add_row(row.backend, row.label, f"[{colour}]{state}[/]", progress,
-                          f"{elapsed:6.1f}s", message[:60])
-        return table
-
-    def summary(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for row in self.rows.values():
-            key = "ERROR" if row.error else row.event.state.value if row.event else "UNKNOWN"
-            counts[key] = counts.get(key, 0) + 1
-        return counts
-
-
-def _short(task_id: str) -> str:
-    return task_id if len(task_id) <= 21 else task_id[:12] + "…" + task_id[-6:]
-
-
 # -- running -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a watch ended: the exit code and, unless all went well, one line saying why."""
+
+    code: int
+    why: str = ""
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def _mode(as_json: bool, out: TextIO) -> Mode:
+    if as_json:
+        return "json"
+    try:
+        import rich  # noqa: F401
+    except ImportError:  # the cli extra is not installed: plain lines instead
+        return "lines"
+    return "live" if out.isatty() else "lines"
 
 
 async def _watch(
@@ -231,70 +164,97 @@ async def _watch(
     as_json: bool,
     out: TextIO,
     labels: dict[str, str] | None = None,
-) -> int:
-    """Watch every stream until all end; returns the exit code.
+) -> Outcome:
+    """Watch every stream until all end, showing poll retries on their rows.
 
-    ``labels`` shows some ids differently in the table (secret tokens shortened).
+    ``labels`` maps a task id to its display id (secret tokens shortened), which is also how the
+    library's log records name it.
     """
-    labels = {t: _short(label) for t, label in (labels or {}).items()}
-    rows = [_Row(b, t, label=labels.get(t, _short(t))) for b, t, _ in streams]
-    board = _Board(rows, as_json=as_json, out=out)
-    failed = False
+    shown = labels or {}
+    rows = [Row(b, t, label=shown.get(t, t)) for b, t, _ in streams]
+    board = Board(rows, mode=_mode(as_json, out), out=out)
+    for row in rows:
+        board.alias(row, shown.get(row.task_id, row.task_id))
+    errors: list[str] = []
 
     async def one(backend: str, task_id: str, obs: Observable[TaskEvent[Any]]) -> None:
-        nonlocal failed
         try:
             async for event in aiter(obs):
                 board.update(event)
         except ReactiveTasksError as exc:
-            failed = True
-            board.rows[(backend, task_id)].error = f"{type(exc).__name__}: {exc}"
-            if as_json:
-                out.write(json.dumps({"backend": backend, "task_id": task_id,
-                                      "error": type(exc).__name__, "message": str(exc)}) + "\n")
-            board.refresh()
+            errors.append(f"{type(exc).__name__}: {exc}")
+            board.fail(backend, task_id, exc)
 
     async def ticker() -> None:
         while True:
-            await asyncio.sleep(0.5)
-            board.refresh()
+            await asyncio.sleep(REDRAW_PERIOD)
+            board.tick()
 
-    with board:
-        tick = asyncio.ensure_future(ticker())
-        try:
-            await asyncio.gather(*(one(b, t, o) for b, t, o in streams))
-        finally:
-            tick.cancel()
-    counts = board.summary()
+    library_log = logging.getLogger("reactive_tasks")
+    handler = RetryHandler(board)
+    saved = library_log.level, library_log.propagate
+    library_log.addHandler(handler)
+    library_log.setLevel(logging.INFO)
+    library_log.propagate = False  # the board shows retries; nothing else reaches stderr
+    try:
+        with board:
+            tick = asyncio.ensure_future(ticker())
+            try:
+                await asyncio.gather(*(one(b, t, o) for b, t, o in streams))
+            finally:
+                tick.cancel()
+    finally:
+        library_log.removeHandler(handler)
+        library_log.setLevel(saved[0])
+        library_log.propagate = saved[1]
+    counts = board.counts()
     if not as_json:
         print("\nsummary: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())), file=out)
-    if failed:
-        return EXIT_MONITORING_ERROR
-    if set(counts) - {TaskState.COMPLETED.value}:
-        return EXIT_TASK_FAILED
-    return EXIT_OK
+    if errors:
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        return Outcome(EXIT_MONITORING_ERROR, f"could not watch: {errors[0]}{more}", counts)
+    unfinished = {k: n for k, n in counts.items() if k != TaskState.COMPLETED.value}
+    if unfinished:
+        text = ", ".join(f"{n} {k}" for k, n in sorted(unfinished.items()))
+        total = sum(unfinished.values())
+        return Outcome(EXIT_TASK_FAILED,
+                       f"{total} of {len(rows)} tasks did not complete: {text}", counts)
+    return Outcome(EXIT_OK, "", counts)
+
+
+def _policy(args: argparse.Namespace) -> PollPolicy:
+    try:
+        return PollPolicy(
+            interval=args.interval, max_interval=max(30.0, args.interval),
+            timeout=args.timeout, retry_budget=args.retry_budget,
+            request_timeout=args.request_timeout,
+        )
+    except ConfigurationError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _cmd_watch(args: argparse.Namespace) -> int:
     factory = BACKEND_FACTORIES.get(args.backend)
     if factory is None:
-        print(f"reactive-tasks: unknown backend {args.backend!r}; "
-              f"choose from {', '.join(sorted(BACKEND_FACTORIES))}", file=sys.stderr)
-        return EXIT_MONITORING_ERROR
-    args.policy = PollPolicy(interval=args.interval, timeout=args.timeout)
+        raise UsageError(f"unknown backend {args.backend!r}; "
+                         f"choose from {', '.join(sorted(BACKEND_FACTORIES))}")
+    args.policy = _policy(args)
     try:
         backend, observe = factory(args)
-        streams = [(backend.name, t, observe(t)) for t in args.task_ids]
-        labels = {t: backend.display_id(t) for t in args.task_ids}
-    except ReactiveTasksError as exc:
-        print(f"reactive-tasks: {exc}", file=sys.stderr)
-        return EXIT_MONITORING_ERROR
+        ids = [backend.validate_task_id(t) for t in args.task_ids]
+        streams = [(backend.name, t, observe(t)) for t in ids]
+        labels = {t: backend.display_id(t) for t in ids}
+    except (InvalidTaskId, ConfigurationError) as exc:
+        raise UsageError(str(exc)) from None
 
-    async def run() -> int:
+    async def run() -> Outcome:
         async with backend:
             return await _watch(streams, as_json=args.json, out=sys.stdout, labels=labels)
 
-    return asyncio.run(run())
+    outcome = asyncio.run(run())
+    if outcome.why:
+        print(f"reactive-tasks: {outcome.why}", file=sys.stderr)
+    return outcome.code
 
 
 def _cmd_emulate(args: argparse.Namespace) -> int:
@@ -306,16 +266,23 @@ def _cmd_emulate(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from ._demo import run_demo
 
-    return run_demo(tasks=args.tasks, as_json=args.json, out=sys.stdout)
+    if args.tasks < 1:
+        raise UsageError("--tasks must be at least 1")
+    return run_demo(tasks=args.tasks, as_json=args.json, out=sys.stdout, err=sys.stderr)
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="reactive-tasks", description="Watch long-running tasks on remote task APIs."
+    parser = _Parser(
+        prog="reactive-tasks", description="Watch long-running tasks on remote task APIs.",
+        epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"reactive-tasks {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    watch = sub.add_parser("watch", help="watch tasks live until they end")
+    watch = sub.add_parser(
+        "watch", help="watch tasks live until they end", epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     watch.add_argument("backend", help="one of: " + ", ".join(sorted(BACKEND_FACTORIES)))
     watch.add_argument("task_ids", nargs="+", metavar="TASK_ID")
     watch.add_argument("--base-url", help="API base URL (cloudcoin, greencloud, aparavi)")
@@ -329,10 +296,18 @@ def _parser() -> argparse.ArgumentParser:
     watch.add_argument("--api-key-env", metavar="NAME", help="env variable holding the API key")
     watch.add_argument("--interval", type=float, default=2.0, help="poll interval (s)")
     watch.add_argument("--timeout", type=float, default=None, help="give up after (s)")
+    watch.add_argument("--retry-budget", type=int, default=10, metavar="N",
+                       help="consecutive failed polls of a task before giving up (default 10)")
+    watch.add_argument("--request-timeout", type=float, default=10.0, metavar="SECONDS",
+                       help="timeout of one HTTP request (default 10)")
     watch.add_argument("--json", action="store_true", help="one JSON object per event")
     watch.set_defaults(run=_cmd_watch)
 
-    demo = sub.add_parser("demo", help="watch scripted tasks on the built-in emulator")
+    demo = sub.add_parser(
+        "demo", help="watch scripted tasks on the built-in emulator",
+        epilog="exits 0 when every task was watched to its end (some fail on purpose), "
+        "2 on a monitoring error, 130 when interrupted",
+    )
     demo.add_argument("--tasks", type=int, default=36, help="how many tasks (default 36)")
     demo.add_argument("--json", action="store_true", help="one JSON object per event")
     demo.set_defaults(run=_cmd_demo)
@@ -344,18 +319,31 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with usage errors as ``UsageError`` (exit 64) instead of its exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``reactive-tasks`` console script."""
-    args = _parser().parse_args(argv)
+    """Entry point of the ``reactive-tasks`` console script; returns the exit code."""
     try:
+        args = _parser().parse_args(argv)
         code: int = args.run(args)
+    except UsageError as exc:
+        print(f"reactive-tasks: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print("reactive-tasks: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:  # `reactive-tasks watch --json ... | head`: the reader left
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_OK
+    except ReactiveTasksError as exc:
+        print(f"reactive-tasks: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_MONITORING_ERROR
     return code
 
 

@@ -59,6 +59,7 @@ def assert_gui_run(out: str, screenshot: Path) -> None:
     assert len(re.findall(r"^task \S+: COMPLETED$", out, re.MULTILINE)) == 5
     assert len(re.findall(r"^task \S+: FAILED$", out, re.MULTILINE)) == 1
     assert f"screenshot saved to {screenshot}" in out
+    assert "overall bar: FAILED" in out, "one task failed: the overall bar must say so"
     with Image.open(screenshot) as image:
         assert image.format == "PNG"
         assert image.width >= 400 and image.height >= 150
@@ -170,3 +171,23 @@ def test_tk_example_updates_rows_on_the_gui_thread_and_saves_a_screenshot(
     screenshot = tmp_path / "tk.png"
     out = run_example("gui_tk.py", "--screenshot", str(screenshot), env={"DISPLAY": x_display})
     assert_gui_run(out, screenshot)
+
+
+def test_the_overall_bar_shows_any_failure_and_green_only_when_all_completed() -> None:
+    import importlib.util
+
+    from reactive_tasks import TaskState
+
+    spec = importlib.util.spec_from_file_location("_scripted", EXAMPLES / "_scripted.py")
+    assert spec is not None and spec.loader is not None
+    scripted = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(scripted)
+    overall = scripted.overall_state
+    done, running = TaskState.COMPLETED, TaskState.RUNNING
+    assert overall([], 3) is running
+    assert overall([done, running], 3) is running
+    assert overall([done, done], 3) is running, "a task not yet seen is not completed"
+    assert overall([done, done, done], 3) is done
+    for bad in (TaskState.FAILED, TaskState.CANCELLED, TaskState.TIMED_OUT):
+        assert overall([done, bad, done], 3) is TaskState.FAILED
+        assert overall([running, bad], 3) is TaskState.FAILED, "shown before the others end"

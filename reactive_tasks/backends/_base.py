@@ -38,6 +38,7 @@ from .._errors import (
     BackendUnavailable,
     ConfigurationError,
     ProtocolError,
+    TaskNotFound,
     TransientFault,
 )
 from .._models import SnapshotT, TaskEvent
@@ -398,6 +399,16 @@ class Backend(ABC, Generic[SnapshotT]):
         """A ``ProtocolError`` naming this backend and the (displayed) task id."""
         shown = None if task_id is None else self.display_id(task_id)
         return ProtocolError(message, backend=self.name, task_id=shown)
+
+    def wrong_url(self, path: str, task_id: str | None = None) -> TaskNotFound:
+        """A 404 whose body is not the API's own "no such task" answer: likely a wrong base URL."""
+        if task_id:
+            path = path.replace(task_id, self.display_id(task_id))
+        where = redact_url(path if "://" in path else self.base_url + path)
+        return TaskNotFound(
+            f"the base URL may be wrong: {where} answered 404 not in the API's shape",
+            backend=self.name, task_id=None if task_id is None else self.display_id(task_id),
+        )
 
     # -- per-loop resources ------------------------------------------------------------------
 

@@ -314,6 +314,8 @@ class AparaviBackend(Backend[AparaviStatus]):
         error = envelope.error if envelope is not None else None
         if envelope is None and code == 422:
             error = _validation_error(response.content)
+        if envelope is None and code == 404:
+            raise self.wrong_url("/task", token)
         self._raise(code, error, token)
 
     def _documented_data(self, code: int, answer: _DocumentedEnvelope, token: str | None) -> Any:

@@ -85,8 +85,13 @@ class CloudCoinBackend(Backend[CloudCoinTask]):
         return f"{hexits[:8]}-{hexits[8:12]}-{hexits[12:16]}-{hexits[16:20]}-{hexits[20:]}"
 
     async def fetch(self, ref: TaskRef) -> CloudCoinTask:
-        response = await self.send("GET", self.route.format(id=ref.task_id), task_id=ref.task_id)
+        path = self.route.format(id=ref.task_id)
+        response = await self.send("GET", path, task_id=ref.task_id)
         if response.status_code == 404:
+            try:
+                _Envelope.model_validate_json(response.content)
+            except ValueError:
+                raise self.wrong_url(path, ref.task_id) from None
             raise TaskNotFound("HTTP 404: no such task", backend=self.name, task_id=ref.task_id)
         if response.status_code != 200:
             raise self.protocol_error(f"unexpected HTTP {response.status_code}", ref.task_id)

@@ -395,6 +395,14 @@ class TaskclusterBackend(Backend[TaskclusterStatus]):
             lambda: self._signed_send(method, url, task_id=task_id), task_id=task_id
         )
 
+    @staticmethod
+    def _api_shaped(response: httpx.Response) -> bool:
+        """True for the queue's own error body (``{"code": "ResourceNotFound", ...}``)."""
+        try:
+            return bool(_ErrorBody.model_validate_json(response.content).code)
+        except ValueError:
+            return False
+
     def _explain(self, response: httpx.Response) -> str:
         """``HTTP 404 ResourceNotFound: <first line of the message>`` from an error answer."""
         text = f"HTTP {response.status_code}"
@@ -413,10 +421,11 @@ class TaskclusterBackend(Backend[TaskclusterStatus]):
     # -- polling -----------------------------------------------------------------------------
 
     async def fetch(self, ref: TaskRef) -> TaskclusterStatus:
-        response = await self._signed_send(
-            "GET", f"{self._queue}/task/{ref.task_id}/status", task_id=ref.task_id
-        )
+        path = f"{self._queue}/task/{ref.task_id}/status"
+        response = await self._signed_send("GET", path, task_id=ref.task_id)
         code = response.status_code
+        if code == 404 and not self._api_shaped(response):
+            raise self.wrong_url(path, ref.task_id)
         if code in (404, 410):
             raise TaskNotFound(self._explain(response), backend=self.name, task_id=ref.task_id)
         if code != 200:
