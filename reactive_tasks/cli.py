@@ -136,8 +136,16 @@ class _Row:
 class _Board:
     """The state of every watched task, rendered as a rich table or as JSON lines."""
 
-    def __init__(self, rows: Sequence[_Row], *, as_json: bool, out: TextIO) -> None:
+    def __init__(
+        self,
+        rows: Sequence[_Row],
+        *,
+        as_json: bool,
+        out: TextIO,
+        shown: dict[str, str] | None = None,
+    ) -> None:
         self.rows = {(r.backend, r.task_id): r for r in rows}
+        self.shown = shown or {}
         self.as_json = as_json
         self.out = out
         self._live: Any = None
@@ -168,7 +176,9 @@ class _Board:
         if event.state.terminal:
             row.ended = time.monotonic()
         if self.as_json:
-            self.out.write(json.dumps(event.model_dump(mode="json"), default=str) + "\n")
+            data = event.model_dump(mode="json")
+            data["task_id"] = self.shown.get(event.task_id, event.task_id)  # tokens shortened
+            self.out.write(json.dumps(data, default=str) + "\n")
             self.out.flush()
         elif self._live is None:
             progress = "" if event.progress is None else f" {event.progress:5.1f}%"
@@ -236,9 +246,10 @@ async def _watch(
 
     ``labels`` shows some ids differently in the table (secret tokens shortened).
     """
-    labels = {t: _short(label) for t, label in (labels or {}).items()}
+    shown = dict(labels or {})
+    labels = {t: _short(label) for t, label in shown.items()}
     rows = [_Row(b, t, label=labels.get(t, _short(t))) for b, t, _ in streams]
-    board = _Board(rows, as_json=as_json, out=out)
+    board = _Board(rows, as_json=as_json, out=out, shown=shown)
     failed = False
 
     async def one(backend: str, task_id: str, obs: Observable[TaskEvent[Any]]) -> None:
@@ -250,7 +261,7 @@ async def _watch(
             failed = True
             board.rows[(backend, task_id)].error = f"{type(exc).__name__}: {exc}"
             if as_json:
-                out.write(json.dumps({"backend": backend, "task_id": task_id,
+                out.write(json.dumps({"backend": backend, "task_id": shown.get(task_id, task_id),
                                       "error": type(exc).__name__, "message": str(exc)}) + "\n")
             board.refresh()
 

@@ -260,6 +260,7 @@ class IExecBackend(Backend[IExecTask]):
 
     name = "iexec"
     max_batch = 100
+    secret_url_path = True
 
     def __init__(
         self,

@@ -39,6 +39,7 @@ from .._errors import (
 )
 from .._models import TaskEvent, TaskState
 from .._policy import PollPolicy
+from .._redact import install_log_filters
 from ._base import Backend, Reading, TaskRef
 
 __all__ = [
@@ -305,6 +306,10 @@ class TaskclusterBackend(Backend[TaskclusterStatus]):
                 raise ConfigurationError(
                     "Hawk credentials need mohawk: pip install 'reactive-tasks[taskcluster]'"
                 ) from None
+            install_log_filters()  # mohawk logs Hawk headers at DEBUG
+            self.secrets.add(self._credentials.access_token)
+            if self._credentials.certificate:
+                self.secrets.add(str(self._credentials.certificate.get("signature") or ""))
         self._batch = bool(batch)
 
     def __repr__(self) -> str:
