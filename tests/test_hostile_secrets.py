@@ -17,7 +17,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import pytest
+from hostile import HostileServer, RawRequest, Reply
 
 from reactive_tasks import PollPolicy, ReactiveTasksError
 from reactive_tasks.backends import (
@@ -28,8 +30,6 @@ from reactive_tasks.backends import (
     TaskclusterBackend,
 )
 from reactive_tasks.backends._base import Backend
-
-from hostile import HostileServer, RawRequest, Reply
 
 pytest.importorskip("eth_abi")
 pytest.importorskip("mohawk")
@@ -104,6 +104,15 @@ CASES: dict[str, Case] = {
         (PATH_KEY, HEADER, "user-header-secret-5e6f7a8b9c"),
         {},
     ),
+    "iexec-user-client": Case(
+        lambda url: IExecBackend(
+            f"{url}/v2/{PATH_KEY}", HUB, headers={"Authorization": HEADER}, policy=POLICY,
+            client=httpx.AsyncClient(timeout=POLICY.request_timeout),
+        ),
+        IEXEC_TASK,
+        (PATH_KEY, HEADER, "user-header-secret-5e6f7a8b9c"),
+        {},
+    ),
 }
 
 FAULTS: dict[str, Callable[[RawRequest], Reply]] = {
@@ -116,7 +125,7 @@ FAULTS: dict[str, Callable[[RawRequest], Reply]] = {
 
 
 @pytest.fixture
-def every_record(caplog: pytest.LogCaptureFixture) -> Iterator[list[logging.LogRecord]]:
+def every_record(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
     """Every log record of every logger, captured at DEBUG on the root logger."""
     manager = logging.Logger.manager
     saved = {
@@ -127,7 +136,7 @@ def every_record(caplog: pytest.LogCaptureFixture) -> Iterator[list[logging.LogR
     for name in saved:
         logging.getLogger(name).setLevel(logging.DEBUG)
     caplog.set_level(logging.DEBUG)
-    yield caplog.records
+    yield caplog
     for name, level in saved.items():
         logging.getLogger(name).setLevel(level)
 
@@ -154,7 +163,7 @@ def formatted(records: list[logging.LogRecord]) -> list[str]:
 @pytest.mark.parametrize("fault", list(FAULTS))
 @pytest.mark.parametrize("backend_name", list(CASES))
 async def test_no_secret_in_errors_or_logs(
-    backend_name: str, fault: str, every_record: list[logging.LogRecord]
+    backend_name: str, fault: str, every_record: pytest.LogCaptureFixture
 ) -> None:
     case = CASES[backend_name]
     with HostileServer(FAULTS[fault]) as server:
@@ -164,8 +173,14 @@ async def test_no_secret_in_errors_or_logs(
                 await backend.status(case.task_id, **case.identity)
         finally:
             await backend.aclose()
+            own_client = getattr(backend, "_client", None)
+            if own_client is not None:
+                await own_client.aclose()
         assert server.requests, "the fault was served"
-    texts = chain_texts(caught.value) + formatted(every_record) + [repr(backend)]
+    records = every_record.records
+    if fault in ("5xx", "401"):
+        assert any(r.name == "reactive_tasks.http" for r in records), "DEBUG records captured"
+    texts = chain_texts(caught.value) + formatted(records) + [repr(backend)]
     for secret in case.secrets:
         leaks = [t for t in texts if secret in t]
         assert not leaks, f"{secret!r} leaked: {leaks[0][:400]}"
