@@ -39,7 +39,8 @@ class _CappedDecoder:
 
     def __init__(self, encoding: str | None, limit: int) -> None:
         self._limit = limit
-        self._out = bytearray()
+        self._out: list[bytes] = []
+        self._size = 0
         self._deflate_raw = False
         self._codings = [c.strip().lower() for c in (encoding or "").split(",") if c.strip()]
         self._codings = [c for c in self._codings if c != "identity"]
@@ -58,11 +59,11 @@ class _CappedDecoder:
             self._keep(data)
             return
         while data:
-            room = self._limit - len(self._out)
+            room = self._limit - self._size
             try:
                 out = self._zlib.decompress(data, room + 1)
             except zlib.error:
-                if self._deflate_raw or self._out or self._codings[0] != "deflate":
+                if self._deflate_raw or self._size or self._codings[0] != "deflate":
                     raise httpx.DecodingError("the compressed body is corrupt") from None
                 # some servers send raw deflate without the zlib header
                 self._deflate_raw = True
@@ -74,14 +75,15 @@ class _CappedDecoder:
                 return
 
     def _keep(self, data: bytes) -> None:
-        if len(self._out) + len(data) > self._limit:
+        self._size += len(data)
+        if self._size > self._limit:
             raise ResponseTooLarge(f"response body exceeds {self._limit} bytes once decoded")
-        self._out += data
+        self._out.append(data)
 
     def finish(self) -> bytes:
         if self._zlib is not None:
-            self._keep(self._zlib.flush(self._limit - len(self._out) + 1))
-        return bytes(self._out)
+            self._keep(self._zlib.flush(self._limit - self._size + 1))
+        return b"".join(self._out)
 
 
 async def read_capped(response: httpx.Response, limit: int | None = None) -> bytes:
@@ -272,10 +274,13 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self, response: aiohttp.ClientResponse, request: httpx.Request
     ) -> bytes:
         limit = self._max_body
-        decoder = _CappedDecoder(response.headers.get("content-encoding"), limit)
+        encoding = response.headers.get("content-encoding")
         length = response.content_length
         if length is not None and length > limit:
             raise ResponseTooLarge(f"response body of {length} bytes is too large")
+        if length is not None and not encoding:
+            return await response.read()  # the common case: one read, bounded by the length
+        decoder = _CappedDecoder(encoding, limit)
         while True:
             chunk = await response.content.read(_CHUNK)
             if not chunk:

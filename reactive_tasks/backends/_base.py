@@ -18,6 +18,7 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
+from urllib.parse import urlsplit
 
 import httpx
 from pydantic import BaseModel, ValidationError
@@ -115,6 +116,8 @@ class Backend(ABC, Generic[SnapshotT]):
         self._transport = transport
         self._headers = dict(headers or {})
         self._origin = origin_of(self.base_url)
+        parts = urlsplit(self.base_url)
+        self._origin_prefix = f"{parts.scheme}://{parts.netloc}/"
         #: This backend's secrets; every text leaving the library is scrubbed of them.
         self.secrets = Secrets(self.secret_patterns)
         self.secrets.add_headers(self._headers, every=True)
@@ -276,7 +279,7 @@ class Backend(ABC, Generic[SnapshotT]):
         """
         scope = self._scope()
         url = path_or_url if "://" in path_or_url else self.base_url + path_or_url
-        if origin_of(url) != self._origin:
+        if not url.startswith(self._origin_prefix) and origin_of(url) != self._origin:
             # Credentials stay with their origin: an IPFS gateway or the storage an artifact
             # redirects to gets neither the backend's headers nor per-request auth.
             merged: Mapping[str, str] = {}
