@@ -35,7 +35,7 @@ SIGNED_URL_PARAMS = frozenset({
 _SECRET_HEADER = re.compile(r"auth|token|key|secret|cookie|signature|session|password", re.I)
 _BENIGN_HEADERS = frozenset({"accept", "accept-encoding", "content-type", "user-agent"})
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>()\[\]{}]+")
-_HAWK = re.compile(r"Hawk\s+[^\n'\"]*(?:\"[^\n]*)?", re.I)
+_HAWK = re.compile(r"\bHawk\s+(?=(?:id|mac|ts|nonce|hash|ext|app|dlg)=)[^\n]*", re.I)
 _HAWK_FIELDS = re.compile(r"\b(mac|hash|ext|bewit)=\"?[^\s\",]+\"?", re.I)
 _LOGGERS = ("httpx", "httpcore", "aiohttp", "mohawk", "asyncio", "reactive_tasks")
 _MAX_LITERALS = 256
