@@ -41,7 +41,8 @@ _LOGGERS = ("httpx", "httpcore", "aiohttp", "mohawk", "asyncio", "reactive_tasks
 _MAX_LITERALS = 256
 
 _names: set[str] = set(SIGNED_URL_PARAMS)
-_lock = threading.Lock()
+# Re-entrant: a record can be logged while it is held (a __del__ run by the garbage collector).
+_lock = threading.RLock()
 _registers: weakref.WeakSet[Secrets] = weakref.WeakSet()
 _filtered: set[str] = set()
 
@@ -187,15 +188,12 @@ def install_log_filters() -> None:
     A logger's filters see only its own records, so each existing logger below the watched
     names gets one; call again after importing a library that creates new loggers.
     """
+    names = [*_LOGGERS, *list(logging.Logger.manager.loggerDict)]
     with _lock:
-        names = [
-            name
-            for name in [*_LOGGERS, *logging.Logger.manager.loggerDict]
-            if name not in _filtered and name.split(".")[0] in _LOGGERS
-        ]
-        for name in names:
-            logging.getLogger(name).addFilter(_FILTER)
-            _filtered.add(name)
+        fresh = [n for n in names if n not in _filtered and n.split(".")[0] in _LOGGERS]
+        _filtered.update(fresh)
+    for name in fresh:
+        logging.getLogger(name).addFilter(_FILTER)
 
 
 def protect_query_params(*names: str) -> None:
