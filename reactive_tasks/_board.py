@@ -114,7 +114,7 @@ class Board:
     def update(self, event: TaskEvent[Any]) -> None:
         row = self.rows.get((event.backend, event.task_id))
         if row is None:
-            row = Row(event.backend, event.task_id, label=short_label(event.task_id),
+            row = Row(event.backend, event.task_id, label=event.task_id,
                       index=len(self.rows))
             self.rows[(event.backend, event.task_id)] = row
         row.event, row.retry, row.changed = event, None, time.monotonic()
@@ -122,7 +122,9 @@ class Board:
             row.ended = row.changed
         self._dirty = True
         if self.mode == "json":
-            self._write(json.dumps(event.model_dump(mode="json"), default=str))
+            data = event.model_dump(mode="json")
+            data["task_id"] = row.label  # the display id: secret tokens stay shortened
+            self._write(json.dumps(data, default=str))
         elif self.mode == "lines":
             progress = "" if event.progress is None else f" {event.progress:5.1f}%"
             self._write(f"{row.backend} {row.label} {event.state.value}{progress}"
@@ -134,7 +136,7 @@ class Board:
         row.changed = row.ended = time.monotonic()
         self._dirty = True
         if self.mode == "json":
-            self._write(json.dumps({"backend": backend, "task_id": task_id,
+            self._write(json.dumps({"backend": backend, "task_id": row.label,
                                     "error": type(error).__name__, "message": str(error)}))
         elif self.mode == "lines":
             self._write(f"{backend} {row.label} ERROR {row.error}")
@@ -146,7 +148,7 @@ class Board:
             row.retry, row.changed = text, time.monotonic()
             self._dirty = True
             if self.mode == "json":
-                self._write(json.dumps({"backend": backend, "task_id": row.task_id,
+                self._write(json.dumps({"backend": backend, "task_id": row.label,
                                         "retrying": attempt, "budget": budget,
                                         "message": text}))
             elif self.mode == "lines":

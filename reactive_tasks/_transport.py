@@ -7,39 +7,150 @@ tasks is dominated by that cost, so the engine's default client sends through th
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Iterator
+import zlib
+from collections.abc import AsyncIterator
 
 import aiohttp
 import httpx
 
-__all__ = ["AiohttpTransport", "ResponseTooLarge"]
+from ._redact import scrub
 
+__all__ = ["AiohttpTransport", "ResponseTooLarge", "UnsupportedEncoding", "read_capped"]
+
+#: The most bytes of a response body the library holds, counted after decoding.
 DEFAULT_MAX_BODY = 16 * 1024 * 1024
+_CHUNK = 64 * 1024
 
 
 class ResponseTooLarge(httpx.DecodingError):
     """A response body was larger than the transport accepts."""
 
 
-@contextlib.contextmanager
-def _mapped_errors(request: httpx.Request) -> Iterator[None]:
+class UnsupportedEncoding(httpx.DecodingError):
+    """A response body in a content encoding the library does not decode (it cannot bound it)."""
+
+
+class _CappedDecoder:
+    """Decodes a body chunk by chunk (identity, gzip, deflate), refusing past ``limit`` bytes.
+
+    Decompression stops at the cap, so a small compressed body that would expand to gigabytes
+    costs at most about ``limit`` bytes of memory.
+    """
+
+    def __init__(self, encoding: str | None, limit: int) -> None:
+        self._limit = limit
+        self._out: list[bytes] = []
+        self._size = 0
+        self._deflate_raw = False
+        self._codings = [c.strip().lower() for c in (encoding or "").split(",") if c.strip()]
+        self._codings = [c for c in self._codings if c != "identity"]
+        for coding in self._codings:
+            if coding not in ("gzip", "x-gzip", "deflate"):
+                raise UnsupportedEncoding(f"the response uses content encoding {coding[:40]!r}")
+        if len(self._codings) > 1:
+            raise UnsupportedEncoding("the response is encoded more than once")
+        self._zlib: zlib._Decompress | None = None
+        if self._codings:
+            gzip_wbits = zlib.MAX_WBITS | 16
+            self._zlib = zlib.decompressobj(gzip_wbits if "gzip" in self._codings[0] else 0)
+
+    def feed(self, data: bytes) -> None:
+        if self._zlib is None:
+            self._keep(data)
+            return
+        while data:
+            room = self._limit - self._size
+            try:
+                out = self._zlib.decompress(data, room + 1)
+            except zlib.error:
+                if self._deflate_raw or self._size or self._codings[0] != "deflate":
+                    raise httpx.DecodingError("the compressed body is corrupt") from None
+                # some servers send raw deflate without the zlib header
+                self._deflate_raw = True
+                self._zlib = zlib.decompressobj(-zlib.MAX_WBITS)
+                continue
+            self._keep(out)
+            data = self._zlib.unconsumed_tail
+            if self._zlib.eof:
+                return
+
+    def _keep(self, data: bytes) -> None:
+        self._size += len(data)
+        if self._size > self._limit:
+            raise ResponseTooLarge(f"response body exceeds {self._limit} bytes once decoded")
+        self._out.append(data)
+
+    def finish(self) -> bytes:
+        if self._zlib is not None:
+            self._keep(self._zlib.flush(self._limit - self._size + 1))
+        return b"".join(self._out)
+
+
+async def read_capped(response: httpx.Response, limit: int | None = None) -> bytes:
+    """Read a streamed httpx response whole, decoding it under the cap, then close it.
+
+    For responses from any transport or client: httpx's own decoders have no bound.
+    """
+    limit = DEFAULT_MAX_BODY if limit is None else limit
     try:
-        yield
-    except httpx.HTTPError:
-        raise
-    except aiohttp.ServerDisconnectedError as exc:
-        raise httpx.RemoteProtocolError(f"server disconnected: {exc}", request=request) from exc
-    except aiohttp.ClientConnectorError as exc:
-        raise httpx.ConnectError(f"cannot connect: {exc.os_error}", request=request) from exc
-    except aiohttp.ServerTimeoutError as exc:
-        raise httpx.ReadTimeout(f"read timed out: {exc}", request=request) from exc
-    except (aiohttp.ClientPayloadError, aiohttp.ClientResponseError) as exc:
-        raise httpx.RemoteProtocolError(f"bad response: {exc}", request=request) from exc
-    except TimeoutError as exc:  # before OSError: TimeoutError is one since Python 3.11
-        raise httpx.TimeoutException(_timed_out(request), request=request) from exc
-    except (aiohttp.ClientError, OSError) as exc:
-        raise httpx.ReadError(f"network error: {exc}", request=request) from exc
+        if hasattr(response, "_content"):
+            content = response.content
+            if len(content) > limit:
+                raise ResponseTooLarge(f"response body exceeds {limit} bytes")
+            return content
+        decoder = _CappedDecoder(response.headers.get("content-encoding"), limit)
+        async for chunk in response.aiter_raw():
+            decoder.feed(chunk)
+        content = decoder.finish()
+    finally:
+        await response.aclose()
+    _settle(response, content)
+    return content
+
+
+def _settle(response: httpx.Response, content: bytes) -> None:
+    """Make ``response`` hold ``content`` as its already-decoded body."""
+    response.headers.pop("content-encoding", None)
+    response.headers.pop("content-length", None)
+    response._content = content
+
+
+def _translated(exc: BaseException, request: httpx.Request) -> BaseException:
+    """An aiohttp or socket error as the httpx error it stands for, with a scrubbed message.
+
+    aiohttp's exceptions keep the request (URL and headers, credentials included) in their text
+    and attributes, so the result keeps only the kind of fault and its reason, and is raised
+    with no link to the original (callers raise it outside the ``except`` block).
+    """
+    if isinstance(exc, httpx.HTTPError):
+        return exc
+    error: httpx.HTTPError
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        error = httpx.RemoteProtocolError("server disconnected", request=request)
+    elif isinstance(exc, aiohttp.ClientConnectorError):
+        error = httpx.ConnectError(f"cannot connect: {exc.os_error}", request=request)
+    elif isinstance(exc, aiohttp.ServerTimeoutError):
+        error = httpx.ReadTimeout(_timed_out(request), request=request)
+    elif isinstance(exc, aiohttp.ClientResponseError):
+        reason = _reason(exc.message)
+        error = httpx.RemoteProtocolError(f"bad response: {reason}", request=request)
+    elif isinstance(exc, aiohttp.ClientPayloadError):
+        reason = _reason(str(exc))
+        error = httpx.RemoteProtocolError(f"bad response body: {reason}", request=request)
+    elif isinstance(exc, TimeoutError):  # before OSError: TimeoutError is one since 3.11
+        error = httpx.TimeoutException(_timed_out(request), request=request)
+    elif isinstance(exc, aiohttp.ClientError | OSError):
+        reason = _reason(str(exc)) or type(exc).__name__
+        error = httpx.ReadError(f"network error: {reason}", request=request)
+    else:
+        return exc
+    return error
+
+
+def _reason(text: str) -> str:
+    """The gist of a low-level error text (its first two lines), scrubbed and capped."""
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    return scrub(" ".join(lines[:2]))[:200]
 
 
 def _timed_out(request: httpx.Request) -> str:
@@ -56,9 +167,18 @@ class _StreamBody(httpx.AsyncByteStream):
         self._request = request
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        with _mapped_errors(self._request):
-            async for chunk in self._response.content.iter_chunked(64 * 1024):
-                yield chunk
+        chunks = self._response.content.iter_chunked(64 * 1024).__aiter__()
+        while True:
+            failure: BaseException | None = None
+            try:
+                chunk = await chunks.__anext__()
+            except StopAsyncIteration:
+                return
+            except Exception as exc:
+                failure = _translated(exc, self._request)
+            if failure is not None:
+                raise failure
+            yield chunk
 
     async def aclose(self) -> None:
         self._response.release()
@@ -76,11 +196,11 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         *,
         max_connections: int = 100,
         keepalive_expiry: float = 30.0,
-        max_body: int = DEFAULT_MAX_BODY,
+        max_body: int | None = None,
     ) -> None:
         self._max_connections = max_connections
         self._keepalive_expiry = keepalive_expiry
-        self._max_body = max_body
+        self._max_body = DEFAULT_MAX_BODY if max_body is None else max_body
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
         self._timeouts: dict[tuple[float | None, ...], aiohttp.ClientTimeout] = {}
@@ -115,60 +235,66 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         return timeout
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        failure: BaseException | None = None
+        try:
+            return await self._exchange(request)
+        except Exception as exc:
+            failure = _translated(exc, request)
+        # raised here, outside the handler, so that no link to the aiohttp error remains
+        raise failure
+
+    async def _exchange(self, request: httpx.Request) -> httpx.Response:
         session = self._get_session()
         timeout = self._timeout(request.extensions.get("timeout", {}))
         body = request.content if request.method not in ("GET", "HEAD") else None
         headers = [(k, v) for k, v in request.headers.multi_items() if k != "host"]
-        with _mapped_errors(request):
-            response = await session.request(
-                request.method,
-                str(request.url),
-                headers=headers,
-                data=body or None,
-                allow_redirects=False,
-                timeout=timeout,
-                compress=False,
+        response = await session.request(
+            request.method,
+            str(request.url),
+            headers=headers,
+            data=body or None,
+            allow_redirects=False,
+            timeout=timeout,
+            compress=False,
+        )
+        if request.extensions.get("stream"):
+            return httpx.Response(
+                response.status,
+                headers=list(response.raw_headers),
+                stream=_StreamBody(response, request),
+                request=request,
             )
-            if request.extensions.get("stream"):
-                return httpx.Response(
-                    response.status,
-                    headers=list(response.raw_headers),
-                    stream=_StreamBody(response, request),
-                    request=request,
-                )
-            try:
-                content = await self._read_capped(response, request)
-            finally:
-                response.release()
+        try:
+            content = await self._read_capped(response, request)
+        finally:
+            response.release()
         result = httpx.Response(
             response.status,
             headers=list(response.raw_headers),
             stream=httpx.ByteStream(content),
             request=request,
         )
-        if not response.headers.get("content-encoding"):
-            # Nothing to decode: hand httpx the body as already read, sparing its decoder chain.
-            result._content = content
+        # Decoded here, under the cap: httpx is handed the body as already read.
+        _settle(result, content)
         return result
 
     async def _read_capped(
         self, response: aiohttp.ClientResponse, request: httpx.Request
     ) -> bytes:
         limit = self._max_body
+        encoding = response.headers.get("content-encoding")
         length = response.content_length
-        if length is not None:
-            if length > limit:
-                raise ResponseTooLarge(f"response body of {length} bytes is too large")
-            return await response.read()
-        content = b""
-        while not response.content.at_eof():
-            chunk = await response.content.read(limit + 1 - len(content))
+        if length is not None and length > limit:
+            raise ResponseTooLarge(f"response body of {length} bytes is too large")
+        if length is not None and not encoding:
+            return await response.read()  # the common case: one read, bounded by the length
+        decoder = _CappedDecoder(encoding, limit)
+        while True:
+            chunk = await response.content.read(_CHUNK)
             if not chunk:
                 break
-            content += chunk
-            if len(content) > limit:
-                raise ResponseTooLarge(f"response body exceeds {limit} bytes", request=request)
-        return content
+            decoder.feed(chunk)
+        return decoder.finish()
 
     async def aclose(self) -> None:
         self._closed = True

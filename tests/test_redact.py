@@ -44,3 +44,24 @@ async def test_httpx_request_logs_never_carry_protected_query_values(
 def test_backend_repr_hides_userinfo() -> None:
     backend = CloudCoinBackend("http://user:hunter2@localhost:8004")
     assert "hunter2" not in repr(backend)
+
+
+def test_scrub_removes_signed_url_parameters_hawk_headers_and_registered_secrets() -> None:
+    from reactive_tasks._redact import Secrets, scrub
+
+    secrets = Secrets()
+    secrets.add("Bearer provider-key-0a1b2c3d")
+    secrets.add_url("https://arb.example/v2/alchemyKey0123456789abcd", path_is_secret=True)
+    text = (
+        "GET https://s.example/o?X-Goog-Signature=g1&X-Goog-Credential=g2&alt=media "
+        "https://a.blob.example/c/b?sv=2024&sig=az1 https://tc.example/a?bewit=bw1 "
+        "https://s3.example/k?X-Amz-Security-Token=t1&X-Amz-Credential=c1 "
+        'Hawk mac="m1", hash="h1", id="me", ts="1"\n'
+        "provider-key-0a1b2c3d https://arb.example/v2/alchemyKey0123456789abcd"
+    )
+    clean = scrub(text, secrets)
+    for secret in ("g1", "g2", "az1", "bw1", "t1", "c1", '"m1"', '"h1"', "provider-key",
+                   "alchemyKey"):
+        assert secret not in clean, clean
+    assert clean.endswith("https://arb.example"), "an RPC URL with a path key shows its origin"
+    assert "alt=media" in clean and "sv=2024" in clean, "other parameters stay readable"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import logging
+import re
 import threading
 import time
 import weakref
@@ -17,6 +18,7 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
+from urllib.parse import urlsplit
 
 import httpx
 from pydantic import BaseModel, ValidationError
@@ -38,12 +40,20 @@ from .._errors import (
     BackendUnavailable,
     ConfigurationError,
     ProtocolError,
+    ReactiveTasksError,
     TaskNotFound,
     TransientFault,
 )
 from .._models import SnapshotT, TaskEvent
 from .._policy import PollPolicy
-from .._redact import protect_query_params, redact_url
+from .._redact import (
+    Secrets,
+    install_log_filters,
+    origin_of,
+    protect_query_params,
+    redact_url,
+    scrub,
+)
 from .._runtime import (
     LoopEnd,
     background_loop,
@@ -51,7 +61,7 @@ from .._runtime import (
     close_at_exit,
     in_loop_thread,
 )
-from .._transport import AiohttpTransport, ResponseTooLarge
+from .._transport import AiohttpTransport, ResponseTooLarge, UnsupportedEncoding, read_capped
 
 __all__ = ["Backend", "Reading", "TaskRef", "TransientFault", "parse_retry_after"]
 
@@ -84,6 +94,12 @@ class Backend(ABC, Generic[SnapshotT]):
     max_batch: ClassVar[int | None] = None
     #: Query parameters that carry secrets, kept out of httpx's request logs.
     secret_query_params: ClassVar[tuple[str, ...]] = ()
+    #: True when the base URL's path carries a key (RPC providers): only its origin is shown.
+    secret_url_path: ClassVar[bool] = False
+    #: Patterns of secret ids (tokens) shown shortened wherever they appear.
+    secret_patterns: ClassVar[tuple[re.Pattern[str], ...]] = ()
+    #: The most bytes of one response body, counted after decoding (None: the library's cap).
+    max_body: int | None = None
 
     def __init__(
         self,
@@ -111,6 +127,14 @@ class Backend(ABC, Generic[SnapshotT]):
         self._client = client
         self._transport = transport
         self._headers = dict(headers or {})
+        self._origin = origin_of(self.base_url)
+        parts = urlsplit(self.base_url)
+        self._origin_prefix = f"{parts.scheme}://{parts.netloc}/"
+        #: This backend's secrets; every text leaving the library is scrubbed of them.
+        self.secrets = Secrets(self.secret_patterns)
+        self.secrets.add_headers(self._headers, every=True)
+        self.secrets.add_url(self.base_url, path_is_secret=self.secret_url_path)
+        install_log_filters()
         self._max_concurrency = max_concurrency
         self._scopes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopScope] = (
             weakref.WeakKeyDictionary()
@@ -121,7 +145,7 @@ class Backend(ABC, Generic[SnapshotT]):
             protect_query_params(*self.secret_query_params)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(base_url={redact_url(self.base_url)!r})"
+        return f"{type(self).__name__}(base_url={scrub(redact_url(self.base_url), self.secrets)!r})"
 
     # -- what a subclass implements ----------------------------------------------------------
 
@@ -272,28 +296,31 @@ class Backend(ABC, Generic[SnapshotT]):
         """
         scope = self._scope()
         url = path_or_url if "://" in path_or_url else self.base_url + path_or_url
-        merged = {**self._headers, **headers} if headers else self._headers
         polling_timeout = current_request_timeout()  # the observation's policy, in a poll
-        timeout = polling_timeout or self.policy.request_timeout
+        if not url.startswith(self._origin_prefix) and origin_of(url) != self._origin:
+            # Credentials stay with their origin: an IPFS gateway or the storage an artifact
+            # redirects to gets neither the backend's headers nor per-request auth.
+            merged: Mapping[str, str] = {}
+        elif headers:
+            self.secrets.add_headers(headers)
+            merged = {**self._headers, **headers}
+        else:
+            merged = self._headers
+        failure: BaseException | None = None
         try:
-            if scope.transport is not None:
-                # The fast path: straight to the transport, skipping the client's auth, cookie,
-                # redirect and hook machinery that polling never uses (a third of the CPU).
-                request = self._poll_request(method, url, params, json, merged, stream, timeout)
-                response = await scope.transport.handle_async_request(request)
-                if not stream:
-                    await response.aread()
-            else:
-                request = scope.client.build_request(
-                    method, url, params=params, json=json, headers=merged,
-                    timeout=httpx.USE_CLIENT_DEFAULT if polling_timeout is None else timeout,
-                )
-                response = await scope.client.send(request, stream=stream)
-        except ResponseTooLarge as exc:
-            raise self.protocol_error(str(exc), task_id) from None
+            response = await self._exchange(
+                scope, method, url, params, json, merged, stream, polling_timeout
+            )
+        except ReactiveTasksError:
+            raise
+        except Exception as exc:
+            failure = self._foreign(exc, task_id)
+        if failure is not None:
+            # raised outside the handler: the foreign error (and the request it holds) is cut off
+            raise failure
         code = response.status_code
         if _log.isEnabledFor(logging.DEBUG):
-            _log.debug("%s %s -> %d", method, redact_url(url), code)
+            _log.debug("%s %s -> %d", method, scrub(url, self.secrets), code)
         if code == 429 or code >= 500:
             if stream:
                 await response.aclose()
@@ -313,6 +340,54 @@ class Backend(ABC, Generic[SnapshotT]):
                 task_id=None if task_id is None else self.display_id(task_id),
             )
         return response
+
+    async def _exchange(
+        self,
+        scope: _LoopScope,
+        method: str,
+        url: str,
+        params: Mapping[str, Any] | None,
+        json: Any,
+        headers: Mapping[str, str],
+        stream: bool,
+        polling_timeout: float | None,
+    ) -> httpx.Response:
+        """One request through the scope's transport or client; a whole body is read under
+        the decoded-size cap. A poll brings its observation's request timeout."""
+        timeout = polling_timeout or self.policy.request_timeout
+        if scope.transport is not None:
+            # The fast path: straight to the transport, skipping the client's auth, cookie,
+            # redirect and hook machinery that polling never uses (a third of the CPU).
+            request = self._poll_request(method, url, params, json, headers, stream, timeout)
+            response = await scope.transport.handle_async_request(request)
+        else:
+            request = scope.client.build_request(
+                method, url, params=params, json=json, headers=headers,
+                timeout=httpx.USE_CLIENT_DEFAULT if polling_timeout is None else timeout,
+            )
+            response = await scope.client.send(request, stream=True)
+        if not stream:
+            await read_capped(response, self.max_body)
+        return response
+
+    def _foreign(self, exc: BaseException, task_id: str | None) -> BaseException:
+        """A foreign exception as a library-made one: same kind, scrubbed text, no chain.
+
+        Errors of httpx, aiohttp or a user's transport keep the request (URL, headers) in
+        their text, attributes and chained causes; none of that may leave the library.
+        """
+        if isinstance(exc, ResponseTooLarge | UnsupportedEncoding):
+            return self.protocol_error(scrub(str(exc), self.secrets), task_id)
+        text = scrub(str(exc), self.secrets)[:300]
+        if isinstance(exc, httpx.TransportError):
+            return type(exc)(text)
+        if isinstance(exc, httpx.DecodingError):
+            return self.protocol_error(f"undecodable body: {text}", task_id)
+        if isinstance(exc, TimeoutError):
+            return httpx.TimeoutException(text or "request timed out")
+        if isinstance(exc, OSError):
+            return httpx.NetworkError(text or type(exc).__name__)
+        return self.protocol_error(f"{type(exc).__name__}: {text}", task_id)
 
     def _poll_request(
         self,

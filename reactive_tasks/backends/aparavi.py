@@ -158,6 +158,7 @@ class AparaviBackend(Backend[AparaviStatus]):
 
     name = "aparavi"
     secret_query_params = ("token",)
+    secret_patterns = (_ANY_UUID,)
 
     def __init__(
         self,

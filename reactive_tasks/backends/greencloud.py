@@ -284,6 +284,8 @@ class GreenCloudBackend(Backend[GreenCloudTask]):
         _check_secret(api_key, "api_key")
         super().__init__(base_url, policy=policy, **options)
         self._credentials = _Credentials(token, api_key)
+        self.secrets.add(token)
+        self.secrets.add(api_key)
         self._auth_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
             weakref.WeakKeyDictionary()
         )
@@ -649,6 +651,8 @@ class GreenCloudBackend(Backend[GreenCloudTask]):
         refresh = tokens.refreshToken.get_secret_value() if tokens.refreshToken else None
         self._credentials.access = access
         self._credentials.refresh = refresh or None
+        self.secrets.add(access)
+        self.secrets.add(refresh)
 
     def _unexpected(self, response: httpx.Response, task_id: str | None = None) -> Exception:
         return self.protocol_error(f"unexpected HTTP {response.status_code}", task_id)

@@ -261,6 +261,7 @@ class IExecBackend(Backend[IExecTask]):
 
     name = "iexec"
     max_batch = 100
+    secret_url_path = True
 
     def __init__(
         self,

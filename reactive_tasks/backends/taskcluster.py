@@ -42,6 +42,7 @@ from .._errors import (
 )
 from .._models import TaskEvent, TaskState
 from .._policy import PollPolicy
+from .._redact import install_log_filters
 from ._answers import entries_by_key, next_page
 from ._base import Backend, Reading, TaskRef
 
@@ -319,6 +320,10 @@ class TaskclusterBackend(Backend[TaskclusterStatus]):
                 raise ConfigurationError(
                     "Hawk credentials need mohawk: pip install 'reactive-tasks[taskcluster]'"
                 ) from None
+            install_log_filters()  # mohawk logs Hawk headers at DEBUG
+            self.secrets.add(self._credentials.access_token)
+            if self._credentials.certificate:
+                self.secrets.add(str(self._credentials.certificate.get("signature") or ""))
         self._batch = bool(batch)
         self._batch_retry_at: float | None = None  # set while the endpoint seemed missing
 
