@@ -18,9 +18,25 @@ from ._faults import Fault, FaultQueue, fault_response
 from ._requests import RequestCounter
 from ._state import CompiledStep, ScriptedTask, Step, TaskStore, compile_steps
 
-__all__ = ["ApiContext", "EmulatedApi", "Handler", "Registry"]
+__all__ = ["ApiContext", "EmulatedApi", "Handler", "Registry", "check_choice"]
 
 Handler = Callable[[Request], Awaitable[Response]]
+
+
+def check_choice(
+    field: str, value: Any, valid: Iterable[str], *, ignore_case: bool = False
+) -> str | None:
+    """None when `value` is one of `valid`; else a message naming the bad value and the good ones.
+
+    Scripted statuses are checked when a task is created, so a typo is refused there (422)
+    instead of surfacing later as a watcher's ProtocolError.
+    """
+    choices = sorted(valid)
+    if isinstance(value, str):
+        wanted = value.lower() if ignore_case else value
+        if wanted in ({c.lower() for c in choices} if ignore_case else choices):
+            return None
+    return f"{field} must be one of {', '.join(choices)}; got {value!r}"
 
 
 def _same_id(raw: str) -> str | None:

@@ -178,7 +178,7 @@ def _check_step(fields: Mapping[str, Any]) -> str | None:
         (isinstance(status, int) and 0 <= status <= 4)
         or (isinstance(status, str) and status.upper() in STATUSES)
     ):
-        return f"status must be one of {sorted(STATUSES)} (or 0-4)"
+        return f"status must be one of {', '.join(STATUSES)} (or 0-4); got {status!r}"
     if not isinstance(fields.get("results"), dict | str | None):
         return "results must be an object, a string or null"
     return None
