@@ -1,4 +1,4 @@
-"""Scripted statuses are checked at creation: a typo is a 422 naming it and the valid ones."""
+"""The control API refuses what an API never does: bad statuses (422 naming them), clashing ids."""
 
 from __future__ import annotations
 
@@ -47,3 +47,19 @@ def test_every_documented_cloudcoin_status_is_accepted(
 )
 def test_aparavi_statuses_are_accepted_in_any_case(emulator: EmulatorClient, status: str) -> None:
     assert emulator.create_task("aparavi", [{"status": status}])
+
+
+def test_an_iexec_task_created_with_its_deal_gets_its_on_chain_id(
+    emulator: EmulatorClient,
+) -> None:
+    from reactive_tasks.emulator.iexec import task_id_of
+
+    deal = "0x" + "ab" * 32
+    body = {"deal_id": deal.upper().replace("0X", "0x"), "idx": 1, "bot_size": 2,
+            "steps": [{"status": "ACTIVE"}, {"status": "COMPLETED"}]}
+    created = httpx.post(f"{emulator.url}/_emulator/iexec/tasks", json=body)
+    assert created.status_code == 201
+    assert created.json()["id"] == task_id_of(deal, 1)
+    with pytest.raises(EmulatorError, match="one by one") as bulk:
+        emulator.create_tasks("iexec", 2, deal_id=deal)
+    assert bulk.value.status_code == 422
