@@ -70,3 +70,4 @@ def test_without_the_extra_only_the_fixture_user_fails_and_says_why(tmp_path: Pa
     assert result.returncode == 1, result.stdout + result.stderr
     assert "1 passed, 1 error" in result.stdout
     assert "pip install 'reactive-tasks[emulator]'" in result.stdout
+    assert "During handling" not in result.stdout  # one clear line, no chained traceback

@@ -24,13 +24,16 @@ def task_emulator_server() -> Iterator[EmulatorServer]:
     try:
         from ._server import EmulatorServer
     except ImportError as exc:
-        pytest.fail(
-            "the task_emulator fixture needs the emulator extra: "
-            f"pip install 'reactive-tasks[emulator]' ({exc})",
-            pytrace=False,
-        )
-    with EmulatorServer() as server:
-        yield server
+        missing = str(exc)  # failed outside the handler: no chained traceback
+    else:
+        with EmulatorServer() as server:
+            yield server
+        return
+    pytest.fail(
+        "the task_emulator fixture needs the emulator extra: "
+        f"pip install 'reactive-tasks[emulator]' ({missing})",
+        pytrace=False,
+    )
 
 
 @pytest.fixture
