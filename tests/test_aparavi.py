@@ -164,7 +164,10 @@ async def test_status_mapping(
 async def test_unknown_status_is_a_protocol_error(
     emulator: EmulatorClient, backend: AparaviBackend
 ) -> None:
-    token = emulator.create_task("aparavi", [step("Exploded")])
+    # The emulator refuses to script an unknown status, so the answer is injected whole.
+    token = emulator.create_task("aparavi", [step("Running")])
+    record = {"status": "Exploded", "completed": False, "completedCount": 0, "totalCount": 4}
+    emulator.inject_fault("aparavi", "malformed", body={"status": "OK", "data": record}, count=99)
     with pytest.raises(ProtocolError, match="unknown task status 'Exploded'") as info:
         await wait(backend.observe(token, task_type="cpu"), timeout=10)
     assert info.value.task_id == token[:8] + "…"

@@ -18,9 +18,25 @@ from ._faults import Fault, FaultQueue, fault_response
 from ._requests import RequestCounter
 from ._state import CompiledStep, ScriptedTask, Step, TaskStore, compile_steps
 
-__all__ = ["ApiContext", "EmulatedApi", "Handler", "Registry"]
+__all__ = ["ApiContext", "EmulatedApi", "Handler", "Registry", "check_choice"]
 
 Handler = Callable[[Request], Awaitable[Response]]
+
+
+def check_choice(
+    field: str, value: Any, valid: Iterable[str], *, ignore_case: bool = False
+) -> str | None:
+    """None when `value` is one of `valid`; else a message naming the bad value and the good ones.
+
+    Scripted statuses are checked when a task is created, so a typo is refused there (422)
+    instead of surfacing later as a watcher's ProtocolError.
+    """
+    choices = sorted(valid)
+    if isinstance(value, str):
+        wanted = value.lower() if ignore_case else value
+        if wanted in ({c.lower() for c in choices} if ignore_case else choices):
+            return None
+    return f"{field} must be one of {', '.join(choices)}; got {value!r}"
 
 
 def _same_id(raw: str) -> str | None:
@@ -31,13 +47,18 @@ def _accept(_: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _no_derived_id(_: Mapping[str, Any]) -> str | None:
+    return None
+
+
 @dataclass(frozen=True)
 class EmulatedApi:
     """One emulated API: its name (URL prefix), routes and the hooks the shared parts call.
 
     `normalize_id` returns the canonical id or None when malformed; `check_step` / `check_extra`
     return an error message for a bad step's fields / bad creation extras, or None when fine;
-    `api_error` builds the answer of an `api_error` fault.
+    `api_error` builds the answer of an `api_error` fault; `derive_id` gives the id a task
+    created without one must have given its extras (None: a fresh `new_task_id()`).
     """
 
     name: str
@@ -48,6 +69,7 @@ class EmulatedApi:
     normalize_id: Callable[[str], str | None] = _same_id
     check_step: Callable[[Mapping[str, Any]], str | None] = _accept
     check_extra: Callable[[Mapping[str, Any]], str | None] = _accept
+    derive_id: Callable[[Mapping[str, Any]], str | None] = _no_derived_id
 
 
 class ApiContext:
@@ -127,7 +149,7 @@ class ApiContext:
     ) -> ScriptedTask:
         """Store a scripted task under a canonical id (a fresh one when None)."""
         if task_id is None:
-            key = self.api.new_task_id()
+            key = self.api.derive_id(extra) or self.api.new_task_id()
         else:
             normal = self.api.normalize_id(task_id)
             if normal is None:

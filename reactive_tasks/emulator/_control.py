@@ -98,6 +98,10 @@ def control_routes(registry: Registry) -> list[BaseRoute]:
         if not isinstance(count, int) or isinstance(count, bool) or not 0 <= count <= MAX_BULK:
             raise _BadRequest(422, f"count must be an integer from 0 to {MAX_BULK}")
         script, extra = script_and_extra(ctx, body)
+        same = ctx.api.derive_id(extra) if count > 1 else None
+        if same is not None:
+            raise _BadRequest(422, f"these {count} {ctx.name} tasks would all get the id {same} "
+                              "(it derives from their fields): create them one by one")
         ids = [ctx.create(None, script, extra).id for _ in range(count)]
         return JSONResponse({"ids": ids}, status_code=201)
 

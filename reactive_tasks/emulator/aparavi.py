@@ -27,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from ._api import ApiContext, EmulatedApi
+from ._api import ApiContext, EmulatedApi, check_choice
 from ._faults import Fault
 from ._state import ScriptedTask
 
@@ -50,6 +50,10 @@ EXHAUSTED_KEYS: tuple[str, ...] = ("emulator-exhausted-key",)
 
 TYPES = ("cpu", "gpu")
 _FINISHED = frozenset({"done", "failed", "error", "cancelled", "canceled"})
+#: Scripted statuses accepted (any case), as the DTC reports them.
+STATUSES = frozenset({"Created", "Running", "Paused", "Completed"}) | {
+    s.capitalize() for s in _FINISHED
+}
 _COUNTERS = (
     "currentSize",
     "totalSize",
@@ -202,8 +206,9 @@ def _check_step(fields: Mapping[str, Any]) -> str | None:
     unknown = set(fields) - _STEP_KEYS
     if unknown:
         return f"unknown aparavi step fields {sorted(unknown)}; allowed: {sorted(_STEP_KEYS)}"
-    if not isinstance(fields.get("status", "Running"), str):
-        return "status must be a string"
+    problem = check_choice("status", fields.get("status", "Running"), STATUSES, ignore_case=True)
+    if problem:
+        return problem
     if not isinstance(fields.get("completed", False), bool):
         return "completed must be a boolean"
     for name in _COUNTERS:

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute
 
-from ._api import ApiContext, EmulatedApi
+from ._api import ApiContext, EmulatedApi, check_choice
 from ._faults import Fault
 
 __all__ = ["API", "CODE_INVALID_PARAMETERS", "CODE_TASK_NOT_FOUND", "routes"]
@@ -24,6 +24,7 @@ CODE_TASK_NOT_FOUND = 4105
 CODE_INTERNAL = 5000
 
 TERMINAL = frozenset({"completed", "error"})
+STATUSES = frozenset({"running"}) | TERMINAL
 _STEP_KEYS = frozenset({"status", "progress", "message", "data"})
 _DEFAULT_MESSAGES = {"running": "Task in progress", "completed": "Command Completed"}
 
@@ -59,8 +60,9 @@ def _check_step(fields: Mapping[str, Any]) -> str | None:
         return f"unknown cloudcoin step fields {sorted(unknown)}; allowed: {sorted(_STEP_KEYS)}"
     status = fields.get("status", "running")
     progress = fields.get("progress", 0)
-    if not isinstance(status, str):
-        return "status must be a string"
+    problem = check_choice("status", status, STATUSES)
+    if problem:
+        return problem
     if not isinstance(progress, int) or isinstance(progress, bool):
         return "progress must be an integer"
     if not isinstance(fields.get("message", ""), str):

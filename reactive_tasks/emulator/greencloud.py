@@ -35,7 +35,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute
 
-from ._api import ApiContext, EmulatedApi
+from ._api import ApiContext, EmulatedApi, check_choice
 from ._faults import Fault
 from ._state import ScriptedTask
 
@@ -156,8 +156,9 @@ def _check_step(fields: Mapping[str, Any]) -> str | None:
     unknown = set(fields) - _STEP_KEYS
     if unknown:
         return f"unknown greencloud step fields {sorted(unknown)}; allowed: {sorted(_STEP_KEYS)}"
-    if fields.get("state", "issued") not in _STATES:
-        return f"state must be one of {list(_STATES)}"
+    problem = check_choice("state", fields.get("state", "issued"), _STATES)
+    if problem:
+        return problem
     progress = fields.get("progress", 0)
     if isinstance(progress, bool) or not isinstance(progress, int | float):
         return "progress must be a number"

@@ -178,7 +178,7 @@ def _check_step(fields: Mapping[str, Any]) -> str | None:
         (isinstance(status, int) and 0 <= status <= 4)
         or (isinstance(status, str) and status.upper() in STATUSES)
     ):
-        return f"status must be one of {sorted(STATUSES)} (or 0-4)"
+        return f"status must be one of {', '.join(STATUSES)} (or 0-4); got {status!r}"
     if not isinstance(fields.get("results"), dict | str | None):
         return "results must be an object, a string or null"
     return None
@@ -578,6 +578,12 @@ def create_deal(
     return deal, ids
 
 
+def _derive_id(extra: Mapping[str, Any]) -> str | None:
+    """A task created with its deal gets its on-chain id, so `--deal-id` watches agree."""
+    deal = extra.get("deal_id")
+    return None if deal is None else task_id_of(deal.lower(), int(extra.get("idx", 0)))
+
+
 API = EmulatedApi(
     name="iexec",
     routes=routes,
@@ -585,6 +591,7 @@ API = EmulatedApi(
     default_steps=DEFAULT_STEPS,
     api_error=_api_error,
     normalize_id=normalize_id,
+    derive_id=_derive_id,
     check_step=_check_step,
     check_extra=_check_extra,
 )

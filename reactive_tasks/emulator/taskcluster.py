@@ -30,7 +30,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from ._api import ApiContext, EmulatedApi
+from ._api import ApiContext, EmulatedApi, check_choice
 from ._faults import Fault
 from ._state import ScriptedTask
 
@@ -137,8 +137,9 @@ def _check_run(run: Any, index: int, count: int) -> str | None:
     if unknown:
         return f"unknown run fields {sorted(unknown)}; allowed: {sorted(_RUN_KEYS)}"
     state = run.get("state")
-    if state not in RUN_STATES:
-        return f"state must be one of {sorted(RUN_STATES)}"
+    problem = check_choice("state", state, RUN_STATES)
+    if problem:
+        return problem
     if state in UNRESOLVED and index != count - 1:
         return "only the last run may be pending or running"
     created = run.get("reasonCreated")

@@ -1,0 +1,65 @@
+"""The control API refuses what an API never does: bad statuses (422 naming them), clashing ids."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from reactive_tasks.emulator import EmulatorClient, EmulatorError
+
+# api, a script with a status the API never reports, the bad word, a valid word the answer names
+BAD_SCRIPTS: list[tuple[str, list[dict[str, Any]], str, str]] = [
+    ("cloudcoin", [{"status": "running"}, {"status": "finished"}], "finished", "completed"),
+    ("aparavi", [{"status": "Exploded"}], "Exploded", "Running"),
+    ("greencloud", [{"state": "done"}], "done", "assigned"),
+    ("iexec", [{"status": "DONE"}], "DONE", "REVEALING"),
+    ("taskcluster", [{"runs": [{"state": "succeeded"}]}], "succeeded", "exception"),
+]
+
+
+@pytest.mark.parametrize(("api", "steps", "bad", "good"), BAD_SCRIPTS)
+def test_an_invalid_status_is_refused_with_422(
+    emulator: EmulatorClient, api: str, steps: list[dict[str, Any]], bad: str, good: str
+) -> None:
+    with pytest.raises(EmulatorError) as info:
+        emulator.create_task(api, steps)
+    assert info.value.status_code == 422
+    assert repr(bad) in info.value.message and good in info.value.message
+    with pytest.raises(EmulatorError) as bulk:
+        emulator.create_tasks(api, 3, steps)
+    assert bulk.value.status_code == 422 and repr(bad) in bulk.value.message
+    raw = httpx.post(f"{emulator.url}/_emulator/{api}/tasks", json={"steps": steps})
+    assert raw.status_code == 422 and repr(bad) in raw.json()["error"]
+    assert emulator.requests()["total"] == 0  # nothing was created, nothing polled
+
+
+@pytest.mark.parametrize("status", ["running", "completed", "error"])
+def test_every_documented_cloudcoin_status_is_accepted(
+    emulator: EmulatorClient, status: str
+) -> None:
+    assert emulator.create_task("cloudcoin", [{"status": status}])
+
+
+@pytest.mark.parametrize(
+    "status", ["Created", "running", "Paused", "Completed", "DONE", "Failed", "Error", "Canceled"]
+)
+def test_aparavi_statuses_are_accepted_in_any_case(emulator: EmulatorClient, status: str) -> None:
+    assert emulator.create_task("aparavi", [{"status": status}])
+
+
+def test_an_iexec_task_created_with_its_deal_gets_its_on_chain_id(
+    emulator: EmulatorClient,
+) -> None:
+    from reactive_tasks.emulator.iexec import task_id_of
+
+    deal = "0x" + "ab" * 32
+    body = {"deal_id": deal.upper().replace("0X", "0x"), "idx": 1, "bot_size": 2,
+            "steps": [{"status": "ACTIVE"}, {"status": "COMPLETED"}]}
+    created = httpx.post(f"{emulator.url}/_emulator/iexec/tasks", json=body)
+    assert created.status_code == 201
+    assert created.json()["id"] == task_id_of(deal, 1)
+    with pytest.raises(EmulatorError, match="one by one") as bulk:
+        emulator.create_tasks("iexec", 2, deal_id=deal)
+    assert bulk.value.status_code == 422
