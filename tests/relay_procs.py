@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
 import time
 
@@ -21,6 +22,8 @@ from reactive_tasks.relay import Relay, RelayBackend
 
 
 async def relay(redis_url: str, api_url: str, name: str, interval: str, lease: str) -> None:
+    logging.basicConfig(stream=sys.stderr, format="%(message)s")
+    logging.getLogger("reactive_tasks.relay").setLevel(logging.DEBUG)
     policy = PollPolicy(interval=float(interval), jitter=0.0)
     async with CloudCoinBackend(api_url, policy=policy) as backend:
         server = Relay(redis_url, {"cloudcoin": backend}, lease=float(lease), name=name)

@@ -43,6 +43,35 @@ def steps(*progress: int, polls: int = 1) -> list[dict[str, Any]]:
     return [*out, {"status": "completed", "progress": 100}]
 
 
+def spawn(*args: str, stdin: str | None = None) -> subprocess.Popen[str]:
+    """A relay or application process of tests/relay_procs.py, once it says it is ready."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(PROCS).parent.parent),
+                                                        os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen(
+        [sys.executable, PROCS, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, env=env,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    if stdin is not None:
+        proc.stdin.write(stdin)
+    proc.stdin.close()
+    proc.stdin = None
+    assert proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+def app_events(proc: subprocess.Popen[str]) -> dict[str, list[tuple[Any, ...]]]:
+    """An application process's report: per task, its (sequence, state, progress) in order."""
+    out, _ = proc.communicate(timeout=90)
+    lines = out.splitlines()
+    assert lines[-1] == "done"
+    events: dict[str, list[tuple[Any, ...]]] = {}
+    for line in lines[:-1]:
+        task, *rest = json.loads(line)
+        events.setdefault(task, []).append(tuple(rest[:3]))
+    return events
+
+
 @pytest.fixture(scope="module")
 def redis_server() -> Iterator[RedisServer]:
     with RedisServer() as server:
@@ -215,3 +244,74 @@ async def test_redis_losing_its_data_ends_the_observation_and_new_ones_work(
         final = await wait(reader.observe(task, after=-1), timeout=30)
     assert final.state is TaskState.COMPLETED and final.progress == 100
     await reader.aclose()
+
+
+def stop(*procs: subprocess.Popen[str]) -> str:
+    """Interrupt relay processes (as Ctrl-C does); their stderr."""
+    logs = ""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+    for proc in procs:
+        try:
+            logs += proc.communicate(timeout=20)[1]
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            logs += proc.communicate()[1]
+    return logs
+
+
+def test_three_processes_share_one_poll_per_task_through_two_relays(
+    redis_server: RedisServer, rdb: redis.Redis, emulator: EmulatorClient
+) -> None:
+    tasks = emulator.create_tasks("cloudcoin", 200, steps(25, 50, 75))
+    api = emulator.api_url("cloudcoin")
+    relays = [spawn("relay", redis_server.url, api, name, "0.2", "5") for name in ("ra", "rb")]
+    try:
+        apps = [spawn("app", redis_server.url, stdin="\n".join(tasks)) for _ in range(3)]
+        reports = [app_events(a) for a in apps]
+    finally:
+        logs = stop(*relays)
+    expected = [(0, "RUNNING", 25), (1, "RUNNING", 50), (2, "RUNNING", 75),
+                (3, "COMPLETED", 100)]
+    for report in reports:
+        assert sorted(report) == sorted(tasks)
+        assert all(report[t] == expected for t in tasks)
+    polls = emulator.requests()["by_task"]
+    assert all(polls[t] == 4 for t in tasks)  # one poll per task per round, not three
+    watched = {name: logs.count(f"relay {name}: watching") for name in ("ra", "rb")}
+    assert watched["ra"] > 0 and watched["rb"] > 0 and sum(watched.values()) == 200
+
+
+async def test_a_killed_relays_tasks_continue_on_another_without_gaps_or_repeats(
+    redis_server: RedisServer, rdb: redis.Redis, emulator: EmulatorClient
+) -> None:
+    tasks = emulator.create_tasks("cloudcoin", 20, steps(*range(2, 60, 2)))
+    api = emulator.api_url("cloudcoin")
+    relays = {n: spawn("relay", redis_server.url, api, n, "0.1", "1") for n in ("ra", "rb")}
+    reader = RelayBackend(redis_server.url, "cloudcoin")
+    try:
+        events: dict[str, list[Any]] = {t: [] for t in tasks}
+        started = asyncio.Event()
+
+        async def follow(task: str) -> None:
+            async for e in aiter(reader.observe(task, after=-1)):
+                events[task].append(e)
+                if all(len(v) >= 3 for v in events.values()):
+                    started.set()
+
+        watching = asyncio.gather(*(follow(t) for t in tasks))
+        await asyncio.wait_for(started.wait(), 30)
+        owners = [rdb.get(f"rt:{{cloudcoin:{t}}}:owner") or b"" for t in tasks]
+        killed = [t for t, o in zip(tasks, owners, strict=True) if o.startswith(b"ra|")]
+        relays["ra"].kill()  # SIGKILL: no goodbye, its leases just stop being renewed
+        await asyncio.wait_for(watching, 60)
+    finally:
+        stop(*relays.values())
+        await reader.aclose()
+    assert killed  # the dead relay did hold tasks mid-watch
+    for task in tasks:
+        seen = events[task]
+        assert [e.sequence for e in seen] == list(range(len(seen)))
+        progress = [e.progress for e in seen]
+        assert progress == sorted(set(progress)) and seen[-1].state is TaskState.COMPLETED
