@@ -1,4 +1,5 @@
-"""The ``reactive-tasks`` command: ``watch`` real tasks, run the ``demo``, serve ``emulate``.
+"""The ``reactive-tasks`` command: ``watch`` real tasks, run the ``demo``, serve ``emulate``,
+share watches across processes with ``relay``.
 
 Exit codes of ``watch`` and ``demo``: 0 when every task completed, 1 when any failed, was
 cancelled or timed out, 2 on a monitoring error (or bad arguments), 130 on Ctrl-C.
@@ -297,6 +298,38 @@ def _cmd_watch(args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
+def _cmd_relay(args: argparse.Namespace) -> int:
+    names = [name for name in sorted(BACKEND_FACTORIES) if getattr(args, name)]
+    if not names:
+        print("reactive-tasks: relay needs at least one of "
+              + ", ".join(f"--{n}" for n in sorted(BACKEND_FACTORIES)), file=sys.stderr)
+        return EXIT_MONITORING_ERROR
+    try:
+        from .relay import Relay
+    except ImportError:
+        print("reactive-tasks: relay needs the relay extra: "
+              "pip install 'reactive-tasks[relay]'", file=sys.stderr)
+        return EXIT_MONITORING_ERROR
+    args.policy = PollPolicy(interval=args.interval)
+    try:
+        backends = {name: BACKEND_FACTORIES[name](args)[0] for name in names}
+        relay = Relay(args.redis, backends, lease=args.lease, name=args.name)
+    except ReactiveTasksError as exc:
+        print(f"reactive-tasks: {exc}", file=sys.stderr)
+        return EXIT_MONITORING_ERROR
+
+    async def run() -> int:
+        try:
+            await relay.run()  # Ctrl-C cancels it; it hands its tasks back on the way out
+        finally:
+            for backend in backends.values():
+                await backend.aclose()
+        return EXIT_OK
+
+    print(f"relay {relay.name} serving {', '.join(names)}", file=sys.stderr, flush=True)
+    return asyncio.run(run())
+
+
 def _cmd_emulate(args: argparse.Namespace) -> int:
     from .emulator.__main__ import main as serve
 
@@ -331,6 +364,17 @@ def _parser() -> argparse.ArgumentParser:
     watch.add_argument("--timeout", type=float, default=None, help="give up after (s)")
     watch.add_argument("--json", action="store_true", help="one JSON object per event")
     watch.set_defaults(run=_cmd_watch)
+
+    relay = sub.add_parser("relay", help="share watches with other processes through Redis")
+    relay.add_argument("--redis", required=True, metavar="URL", help="redis://host:port/db")
+    for name in sorted(BACKEND_FACTORIES):
+        relay.add_argument(f"--{name}", action="store_true", help=f"serve {name} tasks")
+    for action in watch._actions:  # the same backend options as watch
+        if action.option_strings and action.dest not in ("help", "json", "timeout"):
+            relay._add_action(action)
+    relay.add_argument("--lease", type=float, default=10.0, help="task lease (s)")
+    relay.add_argument("--name", help="this relay's name (default: host:pid:random)")
+    relay.set_defaults(run=_cmd_relay)
 
     demo = sub.add_parser("demo", help="watch scripted tasks on the built-in emulator")
     demo.add_argument("--tasks", type=int, default=36, help="how many tasks (default 36)")

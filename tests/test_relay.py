@@ -315,3 +315,38 @@ async def test_a_killed_relays_tasks_continue_on_another_without_gaps_or_repeats
         assert [e.sequence for e in seen] == list(range(len(seen)))
         progress = [e.progress for e in seen]
         assert progress == sorted(set(progress)) and seen[-1].state is TaskState.COMPLETED
+
+
+async def test_cli_relay_hands_its_tasks_back_on_ctrl_c(
+    redis_server: RedisServer, rdb: redis.Redis, emulator: EmulatorClient
+) -> None:
+    task = emulator.create_task("cloudcoin", steps(*range(1, 30), polls=2))
+    env = {**os.environ, "PYTHONPATH": str(Path(PROCS).parent.parent)}
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "reactive_tasks.cli", "relay", "--redis", redis_server.url,
+         "--cloudcoin", "--base-url", emulator.api_url("cloudcoin"), "--interval", "0.05",
+         "--lease", "60", "--name", "cli"],
+        stderr=subprocess.PIPE, text=True, env=env,
+    )
+    reader = RelayBackend(redis_server.url, "cloudcoin")
+    events: list[Any] = []
+    try:
+        async for e in aiter(reader.observe(task, after=-1)):
+            events.append(e)
+            if len(events) == 3:
+                break
+        assert rdb.get(f"rt:{{cloudcoin:{task}}}:owner").startswith(b"cli|")
+        cli.send_signal(signal.SIGINT)
+        code = await asyncio.to_thread(cli.wait, 20)
+        assert code == 130
+        assert rdb.get(f"rt:{{cloudcoin:{task}}}:owner") is None  # released, not left to expire
+        # Another relay takes the task over at once instead of after the 60 s lease.
+        async with running_relay(redis_server.url, emulator, lease=60.0):
+            rest = [e async for e in aiter(reader.observe(task, after=events[-1].sequence))]
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+        cli.communicate()
+        await reader.aclose()
+    assert [e.sequence for e in events + rest] == list(range(len(events) + len(rest)))
+    assert rest[-1].state is TaskState.COMPLETED
