@@ -35,6 +35,8 @@ _CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, 
 _REQUESTS_MAXLEN = 100_000
 _READ_COUNT = 512
 _BLOCK_MS = 5_000
+#: Connections (and concurrent subscription starts) per process and loop.
+MAX_CONNECTIONS = 32
 
 
 def _id(text: str) -> tuple[int, int]:
@@ -194,6 +196,7 @@ class _Hub:
         self.generation = 0
         self.reading_generation: int | None = None
         self.closing: set[asyncio.Task[None]] = set()
+        self.starts = asyncio.Semaphore(MAX_CONNECTIONS - 2)  # never more than the pool
 
     # -- membership ---------------------------------------------------------------------------
 
@@ -202,7 +205,9 @@ class _Hub:
             return
         if self.redis is None:
             url = self.owner._url
-            self.redis = aioredis.from_url(url, client_name=READER_CLIENT_NAME)
+            self.redis = aioredis.from_url(
+                url, client_name=READER_CLIENT_NAME, max_connections=MAX_CONNECTIONS
+            )
             self.reader = aioredis.from_url(
                 url, client_name=READER_CLIENT_NAME, single_connection_client=True
             )
@@ -274,7 +279,8 @@ class _Hub:
     async def _start(self, sub: _Sub) -> None:
         """Replay what the subscription asked for, file a watch request if needed, then join."""
         try:
-            record = await self._retrying(lambda: self._begin(sub))
+            async with self.starts:
+                record = await self._retrying(lambda: self._begin(sub))
         except ReactiveTasksError as exc:
             self.starting.discard(sub)
             self._end(sub, exc)

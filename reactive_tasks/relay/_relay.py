@@ -40,6 +40,8 @@ _log = logging.getLogger("reactive_tasks.relay")
 _CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 _READ_BATCH = 16
 _CLAIM_BATCH = 100
+#: Redis connections of one relay; writes beyond it wait their turn instead of failing.
+_MAX_CONNECTIONS = 48
 
 
 def check_redis_url(url: object) -> str:
@@ -113,7 +115,10 @@ class Relay:
 
     async def run(self) -> None:
         """Serve until cancelled; on the way out, hand every owned task back at once."""
-        self._redis = aioredis.from_url(self._url, client_name="reactive-tasks-relay")
+        self._redis = aioredis.from_url(
+            self._url, client_name="reactive-tasks-relay", max_connections=_MAX_CONNECTIONS
+        )
+        self._writes = asyncio.Semaphore(_MAX_CONNECTIONS - 8)  # room for the loops' own
         self._publish = self._redis.register_script(_scripts.PUBLISH)
         self._acquire = self._redis.register_script(_scripts.ACQUIRE)
         self._release = self._redis.register_script(_scripts.RELEASE)
@@ -187,7 +192,8 @@ class Relay:
         assert self._redis is not None
         keys = watch.keys
         try:
-            raw = await self._redis.get(keys.latest)
+            async with self._writes:
+                raw = await self._redis.get(keys.latest)
             last = None if raw is None else decode_record(raw, event_model(watch.backend))
             if last is not None and last.final:
                 await self._finish(watch)
@@ -226,11 +232,12 @@ class Relay:
         pause = 0.05
         while True:
             try:
-                done = await self._publish(
-                    keys=[keys.owner, keys.events, keys.latest],
-                    args=[watch.token, entry_id(sequence), record, self.max_events,
-                          int(expiry * 1000)],
-                )
+                async with self._writes:
+                    done = await self._publish(
+                        keys=[keys.owner, keys.events, keys.latest],
+                        args=[watch.token, entry_id(sequence), record, self.max_events,
+                              int(expiry * 1000)],
+                    )
             except ResponseError as exc:  # the id is taken: someone else published it
                 raise _LeaseLost() from exc
             except _CONNECTION_ERRORS:
@@ -244,8 +251,9 @@ class Relay:
     async def _finish(self, watch: _Watch) -> None:
         """The task needs no more watching: drop the lease and acknowledge its request."""
         assert self._redis is not None
-        await self._release(keys=[watch.keys.owner], args=[watch.token])
-        await self._redis.xack(request_stream(watch.backend), GROUP, watch.entry)
+        async with self._writes:
+            await self._release(keys=[watch.keys.owner], args=[watch.token])
+            await self._redis.xack(request_stream(watch.backend), GROUP, watch.entry)
 
     # -- leases ------------------------------------------------------------------------------
 
