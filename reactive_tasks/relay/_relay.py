@@ -24,6 +24,7 @@ from .._models import TaskEvent
 from ..backends import Backend, Reading
 from . import _scripts
 from ._catalogue import check_name, event_model
+from ._pipeline import Batcher
 from ._records import (
     GROUP,
     TaskKeys,
@@ -38,7 +39,7 @@ __all__ = ["Relay", "check_redis_url"]
 
 _log = logging.getLogger("reactive_tasks.relay")
 _CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
-_READ_BATCH = 16
+_READ_BATCH = 64
 _CLAIM_BATCH = 100
 #: Redis connections of one relay; writes beyond it wait their turn instead of failing.
 _MAX_CONNECTIONS = 48
@@ -118,10 +119,7 @@ class Relay:
         self._redis = aioredis.from_url(
             self._url, client_name="reactive-tasks-relay", max_connections=_MAX_CONNECTIONS
         )
-        self._writes = asyncio.Semaphore(_MAX_CONNECTIONS - 8)  # room for the loops' own
-        self._publish = self._redis.register_script(_scripts.PUBLISH)
-        self._acquire = self._redis.register_script(_scripts.ACQUIRE)
-        self._release = self._redis.register_script(_scripts.RELEASE)
+        self._batch = Batcher(self._redis)
         loops = [asyncio.ensure_future(self._take_requests(b)) for b in self.backends]
         loops.append(asyncio.ensure_future(self._maintain()))
         try:
@@ -131,6 +129,7 @@ class Relay:
                 job.cancel()
             await asyncio.gather(*loops, return_exceptions=True)
             await self._hand_back()
+            await self._batch.aclose()
             await self._redis.aclose()
             self._redis = None
 
@@ -149,8 +148,9 @@ class Relay:
                     )
                     pause = 0.05
                     for _, entries in answer or ():
-                        for entry, fields in entries:
-                            await self._offer(backend, entry.decode(), fields)
+                        await asyncio.gather(
+                            *(self._offer(backend, e.decode(), f) for e, f in entries)
+                        )
             except (*_CONNECTION_ERRORS, ResponseError) as exc:  # NOGROUP after a data loss
                 _log.warning("relay %s: request stream %s: %s", self.name, stream, exc)
                 await asyncio.sleep(pause)
@@ -163,20 +163,20 @@ class Relay:
             keys = TaskKeys.from_request(backend, fields)
         except (KeyError, ValueError, UnicodeDecodeError):
             _log.warning("relay %s: malformed watch request %s dropped", self.name, entry)
-            await self._redis.xack(request_stream(backend), GROUP, entry)
+            await self._ack(backend, entry)
             return
         mine = self._watches.get(keys)
         if mine is not None and mine.entry == entry:
             return
         token = f"{self.name}|{entry}"
         lease_ms = int(self.lease * 1000)
-        holder = await self._acquire(keys=[keys.owner], args=[token, lease_ms])
+        holder = await self._batch.script(_scripts.ACQUIRE, [keys.owner], [token, lease_ms])
         if holder != 1:
             if isinstance(holder, bytes) and holder.decode().endswith(f"|{entry}"):
                 self._waiting[entry] = (backend, fields)  # a dead holder's lease, not yet over
             else:
                 self._waiting.pop(entry, None)
-                await self._redis.xack(request_stream(backend), GROUP, entry)
+                await self._ack(backend, entry)
             return
         self._waiting.pop(entry, None)
         _log.debug("relay %s: watching %s %s", self.name, backend,
@@ -192,8 +192,7 @@ class Relay:
         assert self._redis is not None
         keys = watch.keys
         try:
-            async with self._writes:
-                raw = await self._redis.get(keys.latest)
+            raw = await self._batch.call(lambda pipe: pipe.get(keys.latest))
             last = None if raw is None else decode_record(raw, event_model(watch.backend))
             if last is not None and last.final:
                 await self._finish(watch)
@@ -232,12 +231,12 @@ class Relay:
         pause = 0.05
         while True:
             try:
-                async with self._writes:
-                    done = await self._publish(
-                        keys=[keys.owner, keys.events, keys.latest],
-                        args=[watch.token, entry_id(sequence), record, self.max_events,
-                              int(expiry * 1000)],
-                    )
+                done = await self._batch.script(
+                    _scripts.PUBLISH,
+                    [keys.owner, keys.events, keys.latest],
+                    [watch.token, entry_id(sequence), record, self.max_events,
+                     int(expiry * 1000)],
+                )
             except ResponseError as exc:  # the id is taken: someone else published it
                 raise _LeaseLost() from exc
             except _CONNECTION_ERRORS:
@@ -250,10 +249,11 @@ class Relay:
 
     async def _finish(self, watch: _Watch) -> None:
         """The task needs no more watching: drop the lease and acknowledge its request."""
-        assert self._redis is not None
-        async with self._writes:
-            await self._release(keys=[watch.keys.owner], args=[watch.token])
-            await self._redis.xack(request_stream(watch.backend), GROUP, watch.entry)
+        await self._batch.script(_scripts.RELEASE, [watch.keys.owner], [watch.token])
+        await self._ack(watch.backend, watch.entry)
+
+    async def _ack(self, backend: str, entry: str) -> None:
+        await self._batch.call(lambda pipe: pipe.xack(request_stream(backend), GROUP, entry))
 
     # -- leases ------------------------------------------------------------------------------
 
@@ -319,7 +319,9 @@ class Relay:
             return
         for watch in watches:
             with contextlib.suppress(RedisError, *_CONNECTION_ERRORS):
-                released = await self._release(keys=[watch.keys.owner], args=[watch.token])
+                released = await self._redis.eval(
+                    _scripts.RELEASE, 1, watch.keys.owner, watch.token
+                )
                 if released == 1:
                     stream = request_stream(watch.backend)
                     await self._redis.xadd(stream, watch.keys.request())
