@@ -35,6 +35,8 @@ _CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, 
 _REQUESTS_MAXLEN = 100_000
 _READ_COUNT = 512
 _BLOCK_MS = 5_000
+#: With many streams, one XREAD costs more than a few events: answers are gathered this long.
+_GATHER_STREAMS, _GATHER_SECONDS = 32, 0.005
 #: Connections (and concurrent subscription starts) per process and loop.
 MAX_CONNECTIONS = 32
 
@@ -411,6 +413,8 @@ class _Hub:
                 found = by_key.get(stream.decode())
                 if found is not None:
                     self._dispatch(found, entries)
+            if answer and len(streams) > _GATHER_STREAMS:
+                await asyncio.sleep(_GATHER_SECONDS)
         if self.reader is reader:
             self.runner = None
 

@@ -111,9 +111,12 @@ def sequence_of(stream_id: bytes | str) -> int:
     return int(text.split("-", 1)[0]) - 1
 
 
+_EVENT_PREFIX = '{"event":'
+
+
 def event_record(event: TaskEvent[Any]) -> str:
     """An event as stored: its JSON, snapshot included, exactly as the relay stamped it."""
-    return '{"event":' + event.model_dump_json() + "}"
+    return _EVENT_PREFIX + event.model_dump_json() + "}"
 
 
 def error_record(error: ReactiveTasksError, sequence: int) -> str:
@@ -147,7 +150,11 @@ class Record:
 def decode_record(data: bytes | str, model: type[TaskEvent[Any]]) -> Record:
     """Parse a stored record; the event's snapshot is validated with the backend's model."""
     try:
-        raw = json.loads(data)
+        text = data.decode() if isinstance(data, bytes) else data
+        if text.startswith(_EVENT_PREFIX):  # the common case: pydantic parses the JSON itself
+            event = model.model_validate_json(text[len(_EVENT_PREFIX):-1])
+            return Record(event.sequence, event=event)
+        raw = json.loads(text)
         if "event" in raw:
             event = model.model_validate(raw["event"])
             return Record(event.sequence, event=event)
