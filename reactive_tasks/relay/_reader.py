@@ -280,15 +280,23 @@ class _Hub:
 
     async def _start(self, sub: _Sub) -> None:
         """Replay what the subscription asked for, file a watch request if needed, then join."""
+        redis = self.redis
         try:
             async with self.starts:
-                record = await self._retrying(lambda: self._begin(sub))
+                if sub.disposed or redis is None:
+                    return
+                record = await self._retrying(lambda: self._begin(sub, redis))
         except ReactiveTasksError as exc:
             self.starting.discard(sub)
             self._end(sub, exc)
             return
+        except Exception as exc:  # never a lost task exception; the subscriber hears of it
+            self.starting.discard(sub)
+            self._end(sub, BackendUnavailable(f"relay read failed: {type(exc).__name__}",
+                                              backend=self.owner.name))
+            return
         self.starting.discard(sub)
-        if sub.disposed:
+        if sub.disposed or redis is not self.redis:
             return
         if record is not None and sub.after is None:
             self._deliver(sub, record)
@@ -302,10 +310,9 @@ class _Hub:
         self.generation += 1
         self._ensure_running()
 
-    async def _begin(self, sub: _Sub) -> Record | None:
-        assert self.redis is not None
+    async def _begin(self, sub: _Sub, redis: aioredis.Redis) -> Record | None:
         keys = sub.keys
-        async with self.redis.pipeline(transaction=True) as pipe:
+        async with redis.pipeline(transaction=True) as pipe:
             pipe.get(keys.latest)
             pipe.exists(keys.owner)
             raw, owned = await pipe.execute()
@@ -314,8 +321,10 @@ class _Hub:
             sub.last = entry_id(sub.after) if sub.after >= 0 else "0-0"
         elif record is not None:
             sub.last = entry_id(record.sequence)
+        if sub.disposed:  # (a redis-py read may finish despite a cancellation)
+            return None
         if not owned and (record is None or not record.final):
-            await self.redis.xadd(
+            await redis.xadd(
                 request_stream(keys.backend), keys.request(),
                 maxlen=_REQUESTS_MAXLEN, approximate=True,
             )

@@ -24,7 +24,7 @@ from .._models import TaskEvent
 from ..backends import Backend, Reading
 from . import _scripts
 from ._catalogue import check_name, event_model
-from ._pipeline import Batcher
+from ._pipeline import commands, publishes
 from ._records import (
     GROUP,
     TaskKeys,
@@ -119,7 +119,8 @@ class Relay:
         self._redis = aioredis.from_url(
             self._url, client_name="reactive-tasks-relay", max_connections=_MAX_CONNECTIONS
         )
-        self._batch = Batcher(self._redis)
+        self._batch = commands(self._redis)
+        self._publishes = publishes(self._redis)
         loops = [asyncio.ensure_future(self._take_requests(b)) for b in self.backends]
         loops.append(asyncio.ensure_future(self._maintain()))
         try:
@@ -130,6 +131,7 @@ class Relay:
             await asyncio.gather(*loops, return_exceptions=True)
             await self._hand_back()
             await self._batch.aclose()
+            await self._publishes.aclose()
             await self._redis.aclose()
             self._redis = None
 
@@ -170,7 +172,9 @@ class Relay:
             return
         token = f"{self.name}|{entry}"
         lease_ms = int(self.lease * 1000)
-        holder = await self._batch.script(_scripts.ACQUIRE, [keys.owner], [token, lease_ms])
+        holder = await self._batch.submit(
+            lambda pipe: pipe.eval(_scripts.ACQUIRE, 1, keys.owner, token, lease_ms)
+        )
         if holder != 1:
             if isinstance(holder, bytes) and holder.decode().endswith(f"|{entry}"):
                 self._waiting[entry] = (backend, fields)  # a dead holder's lease, not yet over
@@ -192,7 +196,7 @@ class Relay:
         assert self._redis is not None
         keys = watch.keys
         try:
-            raw = await self._batch.call(lambda pipe: pipe.get(keys.latest))
+            raw = await self._batch.submit(lambda pipe: pipe.get(keys.latest))
             last = None if raw is None else decode_record(raw, event_model(watch.backend))
             if last is not None and last.final:
                 await self._finish(watch)
@@ -221,6 +225,8 @@ class Relay:
             await self._finish(watch)
         except _LeaseLost:
             _log.info("relay %s: lost the lease of %s", self.name, keys.tag)
+        except (RedisError, *_CONNECTION_ERRORS) as exc:  # the lease runs out; another relay
+            _log.warning("relay %s: gave up %s: %s", self.name, keys.tag, exc)  # takes over
         finally:
             if self._watches.get(keys) is watch:
                 del self._watches[keys]
@@ -231,29 +237,30 @@ class Relay:
         pause = 0.05
         while True:
             try:
-                done = await self._batch.script(
-                    _scripts.PUBLISH,
-                    [keys.owner, keys.events, keys.latest],
-                    [watch.token, entry_id(sequence), record, self.max_events,
-                     int(expiry * 1000)],
-                )
-            except ResponseError as exc:  # the id is taken: someone else published it
+                done = await self._publishes.submit((
+                    (keys.owner, keys.events, keys.latest),
+                    (watch.token, entry_id(sequence), record, self.max_events,
+                     int(expiry * 1000)),
+                ))
+            except ResponseError as exc:  # a refused script: never expected
+                _log.warning("relay %s: publishing %s failed: %s", self.name, keys.tag, exc)
                 raise _LeaseLost() from exc
             except _CONNECTION_ERRORS:
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 1.0)
                 continue
-            if done != 1:
+            if done != 1:  # 0: the lease is another's; -1: that sequence number is taken
                 raise _LeaseLost()
             return
 
     async def _finish(self, watch: _Watch) -> None:
         """The task needs no more watching: drop the lease and acknowledge its request."""
-        await self._batch.script(_scripts.RELEASE, [watch.keys.owner], [watch.token])
+        owner, token = watch.keys.owner, watch.token
+        await self._batch.submit(lambda pipe: pipe.eval(_scripts.RELEASE, 1, owner, token))
         await self._ack(watch.backend, watch.entry)
 
     async def _ack(self, backend: str, entry: str) -> None:
-        await self._batch.call(lambda pipe: pipe.xack(request_stream(backend), GROUP, entry))
+        await self._batch.submit(lambda pipe: pipe.xack(request_stream(backend), GROUP, entry))
 
     # -- leases ------------------------------------------------------------------------------
 
