@@ -40,8 +40,9 @@ class Batcher(Generic[T]):
         return await future
 
     async def _flush(self) -> None:
+        # Started with ensure_future, this runs a loop turn after the first submit: whatever the
+        # coroutines woken in that turn queued goes out together.
         while self._queue:
-            await asyncio.sleep(0)  # let the coroutines woken with this one queue theirs too
             batch, self._queue = self._queue[:_MAX_BATCH], self._queue[_MAX_BATCH:]
             try:
                 results = await self._send([item for item, _ in batch])
