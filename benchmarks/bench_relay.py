@@ -10,7 +10,8 @@ request count is read over ``--rounds`` poll intervals. Printed side by side: re
 task API per round, their ratio to ``direct`` and to one process's tasks (the ideal of a shared
 watch is 1.0), and relay-to-application delivery latency: receipt time minus the event's
 ``observed_at``, which the relay's engine stamped when its poll saw the change (events replayed
-at subscription are left out). On a machine whose cores are busy, polls slip and every figure
+at subscription are left out). Last, one of two relays is killed and the time until its tasks'
+next events is printed. On a machine whose cores are busy, polls slip and every figure
 is lower than the ideal; the ratios are what to compare (``--nice 10`` gives the task API and
 the relays the CPU first, as if the applications ran on other machines).
 
@@ -46,12 +47,15 @@ HERE = Path(__file__).resolve()
 # -- the processes -------------------------------------------------------------------------
 
 
-async def run_relay(redis_url: str, api_url: str, interval: float) -> None:
+async def run_relay(
+    redis_url: str, api_url: str, interval: float, lease: float = 10.0, name: str | None = None
+) -> None:
     from reactive_tasks.relay import Relay
 
     policy = PollPolicy(interval=interval, jitter=0.0)
     async with CloudCoinBackend(api_url, policy=policy) as backend:
-        job = asyncio.ensure_future(Relay(redis_url, {"cloudcoin": backend}).run())
+        relay = Relay(redis_url, {"cloudcoin": backend}, lease=lease, name=name)
+        job = asyncio.ensure_future(relay.run())
         print("ready", flush=True)
         await job
 
@@ -162,6 +166,60 @@ def scenario(
     return {"per_round": requests / args.rounds, "latencies": latencies}
 
 
+def takeover(emulator: EmulatorClient, redis: RedisServer, tasks: int) -> dict[str, Any]:
+    """Two relays (lease 2 s, interval 0.5 s) share ``tasks`` tasks; one is SIGKILLed. For each
+    of its tasks: the time from the kill to the first event the other relay observed."""
+    import redis as redis_client
+
+    from reactive_tasks.relay import RelayBackend
+
+    lease, interval = 2.0, 0.5
+    emulator.reset()
+    redis.restart()
+    api = emulator.api_url("cloudcoin")
+    relays = {n: spawn("relay", redis.url, api, str(interval), str(lease), n) for n in "ab"}
+    expect("ready", *relays.values())
+    steps = [{"status": "running", "progress": i, "seconds": interval} for i in range(60)]
+    ids = emulator.create_tasks("cloudcoin", tasks, steps)
+    reader = RelayBackend(redis.url, "cloudcoin")
+    seen: dict[str, list[Any]] = {t: [] for t in ids}
+
+    owners: dict[str, bytes | None] = {}
+
+    async def watch() -> float:
+        async def one(task: str) -> None:
+            async for event in aiter(reader.observe(task, after=-1)):
+                seen[task].append(event)
+
+        watchers = [asyncio.ensure_future(one(t)) for t in ids]
+        while not all(len(v) >= 2 for v in seen.values()):
+            await asyncio.sleep(0.05)
+        with redis_client.Redis.from_url(redis.url) as plain:
+            owners.update({t: plain.get(f"rt:{{cloudcoin:{t}}}:owner") for t in ids})
+        relays["a"].kill()
+        killed_at = time.time()
+        await asyncio.sleep(2 * lease + 2 * interval)
+        for watcher in watchers:
+            watcher.cancel()
+        await asyncio.gather(*watchers, return_exceptions=True)
+        await reader.aclose()
+        return killed_at
+
+    killed_at = asyncio.run(watch())
+    relays["b"].terminate()
+    for proc in relays.values():
+        proc.communicate(timeout=30)
+    orphans = [t for t, o in owners.items() if o and o.startswith(b"a|")]
+    gaps = sorted(
+        next(e.observed_at.timestamp() for e in seen[t] if e.observed_at.timestamp() > killed_at)
+        - killed_at
+        for t in orphans
+    )
+    contiguous = all([e.sequence for e in v] == list(range(len(v))) for v in seen.values())
+    return {"orphans": len(orphans), "gaps": gaps, "contiguous": contiguous,
+            "lease": lease, "interval": interval}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--apps", type=int, default=8, help="application processes")
@@ -181,6 +239,7 @@ def main() -> None:
                 "1 relay": scenario(1, args, emulator, redis),
                 "2 relays": scenario(2, args, emulator, redis),
             }
+            dead = takeover(emulator, redis, min(args.tasks, 200))
     finally:
         emulator_proc.terminate()
         emulator_proc.wait()
@@ -197,12 +256,18 @@ def main() -> None:
         print(f"{name:<10}{r['per_round']:>15.0f}{ideal:>8}{r['per_round'] / base:>10.3f}x"
               f"{p50:>9}{p99:>9}{len(lat):>9}")
     print("\nideal: one request per task per round, from each process (direct) or once (relays)")
+    gaps = dead["gaps"]
+    print(f"\nrelay killed (SIGKILL) holding {dead['orphans']} tasks; lease {dead['lease']:g} s, "
+          f"interval {dead['interval']:g} s: first event from the other relay after "
+          f"{statistics.median(gaps):.2f} s (median), {gaps[-1]:.2f} s (max); sequence numbers "
+          f"{'contiguous' if dead['contiguous'] else 'NOT contiguous'}")
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] in ("relay", "app"):
         if sys.argv[1] == "relay":
-            asyncio.run(run_relay(sys.argv[2], sys.argv[3], float(sys.argv[4])))
+            lease, name = (float(sys.argv[5]), sys.argv[6]) if len(sys.argv) > 6 else (10.0, None)
+            asyncio.run(run_relay(sys.argv[2], sys.argv[3], float(sys.argv[4]), lease, name))
         else:
             asyncio.run(run_app(sys.argv[2], sys.argv[3], float(sys.argv[4])))
     else:
