@@ -9,7 +9,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Hashable, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,10 +70,10 @@ class Relay:
 
     ``backends`` maps backend names (``"cloudcoin"``...) to configured backends. A task is owned
     by one relay at a time under a lease of ``lease`` seconds, renewed every third of it; when
-    a relay dies, another takes its tasks over once the lease has run out and continues their
-    sequence numbers. Final records (a terminal event, or an error) expire after ``retention``
-    seconds (errors after at most ``lease``, so that a new observation soon tries again); a
-    task's stream keeps about ``max_events`` entries.
+    a relay dies, another takes its tasks over once the lease has run out (it looks every tenth
+    of a lease) and continues their sequence numbers. Final records (a terminal event, or an
+    error) expire after ``retention`` seconds (errors after at most ``lease``, so that a new
+    observation soon tries again); a task's stream keeps about ``max_events`` entries.
     """
 
     def __init__(
@@ -101,7 +101,9 @@ class Relay:
         self.retention = float(retention)
         self.max_events = max_events
         self._watches: dict[TaskKeys, _Watch] = {}
-        self._waiting: dict[str, tuple[str, Mapping[bytes, bytes]]] = {}
+        # Claimed entries whose holder's lease has not run out yet: entry -> (backend, fields,
+        # since); retried at each takeover round, forgotten if the holder turns out alive.
+        self._waiting: dict[str, tuple[str, Mapping[bytes, bytes], float]] = {}
         self._redis: aioredis.Redis | None = None
 
     def __repr__(self) -> str:
@@ -122,7 +124,7 @@ class Relay:
         self._batch = commands(self._redis)
         self._publishes = publishes(self._redis)
         loops = [asyncio.ensure_future(self._take_requests(b)) for b in self.backends]
-        loops.append(asyncio.ensure_future(self._maintain()))
+        loops += [asyncio.ensure_future(self._maintain()), asyncio.ensure_future(self._claim())]
         try:
             await asyncio.gather(*loops)
         finally:
@@ -177,7 +179,11 @@ class Relay:
         )
         if holder != 1:
             if isinstance(holder, bytes) and holder.decode().endswith(f"|{entry}"):
-                self._waiting[entry] = (backend, fields)  # a dead holder's lease, not yet over
+                since = self._waiting.get(entry, (backend, fields, time.monotonic()))[2]
+                if time.monotonic() - since < 2 * self.lease:
+                    self._waiting[entry] = (backend, fields, since)
+                else:  # it keeps renewing: alive after all (and it claims its entry back)
+                    del self._waiting[entry]
             else:
                 self._waiting.pop(entry, None)
                 await self._ack(backend, entry)
@@ -265,18 +271,27 @@ class Relay:
     # -- leases ------------------------------------------------------------------------------
 
     async def _maintain(self) -> None:
-        """Every third of a lease: renew ours, and take over tasks whose holder went silent."""
-        period = self.lease / 3
+        """Renew our leases every third of a lease."""
+        await self._every(self.lease / 3, self._renew, "lease renewal")
+
+    async def _claim(self) -> None:
+        """Often (a tenth of a lease): take over tasks whose holder stopped renewing."""
+
+        async def claim() -> None:
+            for backend in self.backends:
+                await self._take_over(backend)
+
+        await self._every(self.lease / 10, claim, "takeover")
+
+    async def _every(self, period: float, job: Callable[[], Awaitable[None]], what: str) -> None:
         next_at = time.monotonic()
         while True:
             next_at += period
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
             try:
-                await self._renew()
-                for backend in self.backends:
-                    await self._take_over(backend)
+                await job()
             except (*_CONNECTION_ERRORS, ResponseError) as exc:
-                _log.warning("relay %s: lease upkeep failed: %s", self.name, exc)
+                _log.warning("relay %s: %s failed: %s", self.name, what, exc)
                 next_at = time.monotonic()
 
     async def _renew(self) -> None:
@@ -305,7 +320,7 @@ class Relay:
     async def _take_over(self, backend: str) -> None:
         assert self._redis is not None
         stream = request_stream(backend)
-        for entry, (name, fields) in list(self._waiting.items()):
+        for entry, (name, fields, _) in list(self._waiting.items()):
             if name == backend:
                 await self._offer(backend, entry, fields)
         answer: Any = await self._redis.xautoclaim(
