@@ -26,6 +26,7 @@ from reactive_tasks import (
     TaskState,
     aiter,
     wait,
+    wait_sync,
 )
 from reactive_tasks.backends import AparaviBackend, CloudCoinBackend, CloudCoinTask
 from reactive_tasks.emulator import EmulatorClient
@@ -127,6 +128,16 @@ async def test_events_reach_readers_with_the_backends_model(
 
 def reader_connections(rdb: redis.Redis) -> int:
     return sum(1 for c in rdb.client_list() if c.get("name") == "reactive-tasks-reader")
+
+
+async def test_scripts_wait_for_relayed_tasks_from_plain_threads(
+    redis_server: RedisServer, rdb: redis.Redis, emulator: EmulatorClient
+) -> None:
+    task = emulator.create_task("cloudcoin", steps(10, 60))
+    reader = RelayBackend(redis_server.url, "cloudcoin")
+    async with running_relay(redis_server.url, emulator, lease=2.0):
+        final = await asyncio.to_thread(wait_sync, reader.observe(task), 10)
+    assert (final.state, final.sequence, final.progress) == (TaskState.COMPLETED, 2, 100)
 
 
 async def test_bad_names_and_ids_are_refused_before_redis_is_touched(

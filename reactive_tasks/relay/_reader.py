@@ -21,7 +21,12 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .._errors import BackendUnavailable, ConfigurationError, InvalidTaskId, ReactiveTasksError
 from .._models import TaskEvent
-from .._runtime import current_or_background_loop, in_loop_thread
+from .._runtime import (
+    background_loop_if_started,
+    close_at_exit,
+    current_or_background_loop,
+    in_loop_thread,
+)
 from ._catalogue import check_name, event_model, validator
 from ._records import Record, TaskKeys, decode_record, entry_id, request_stream
 from ._relay import check_redis_url
@@ -149,8 +154,11 @@ class RelayBackend:
             subscription.dispose()
 
     async def aclose(self) -> None:
-        """End every observation of this process and close its Redis connections."""
-        loop = asyncio.get_running_loop()
+        """End this loop's observations of this backend and close their Redis connections."""
+        await self.close_on_loop(asyncio.get_running_loop())
+
+    async def close_on_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Close what this backend holds on ``loop`` (run on that loop; used at exit)."""
         with self._lock:
             hub = self._hubs.pop(loop, None)
         if hub is not None:
@@ -161,6 +169,8 @@ class RelayBackend:
             hub = self._hubs.get(loop)
             if hub is None:
                 hub = self._hubs[loop] = _Hub(self, loop)
+                if loop is background_loop_if_started():
+                    close_at_exit(self)
             return hub
 
 
