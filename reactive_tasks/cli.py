@@ -1,4 +1,5 @@
-"""The ``reactive-tasks`` command: ``watch`` real tasks, run the ``demo``, serve ``emulate``.
+"""The ``reactive-tasks`` command: ``watch`` real tasks, run the ``demo``, serve ``emulate``,
+share watches across processes with ``relay``.
 
 Exit codes: 0 every task completed, 1 a task failed, was cancelled or timed out, 2 monitoring
 failed (unreachable, refused credentials, not found, unreadable answers), 64 usage or
@@ -257,6 +258,36 @@ def _cmd_watch(args: argparse.Namespace) -> int:
     return outcome.code
 
 
+def _cmd_relay(args: argparse.Namespace) -> int:
+    names = [name for name in sorted(BACKEND_FACTORIES) if getattr(args, name)]
+    if not names:
+        raise UsageError("relay needs at least one of "
+                         + ", ".join(f"--{n}" for n in sorted(BACKEND_FACTORIES)))
+    try:
+        from .relay import Relay
+    except ImportError:
+        raise UsageError("relay needs the relay extra: pip install 'reactive-tasks[relay]'") \
+            from None
+    args.timeout = None  # a relay watches until each task ends
+    args.policy = _policy(args)
+    try:
+        backends = {name: BACKEND_FACTORIES[name](args)[0] for name in names}
+        relay = Relay(args.redis, backends, lease=args.lease, name=args.name)
+    except ConfigurationError as exc:
+        raise UsageError(str(exc)) from None
+
+    async def run() -> int:
+        try:
+            await relay.run()  # Ctrl-C cancels it; it hands its tasks back on the way out
+        finally:
+            for backend in backends.values():
+                await backend.aclose()
+        return EXIT_OK
+
+    print(f"relay {relay.name} serving {', '.join(names)}", file=sys.stderr, flush=True)
+    return asyncio.run(run())
+
+
 def _cmd_emulate(args: argparse.Namespace) -> int:
     from .emulator.__main__ import main as serve
 
@@ -302,6 +333,17 @@ def _parser() -> argparse.ArgumentParser:
                        help="timeout of one HTTP request (default 10)")
     watch.add_argument("--json", action="store_true", help="one JSON object per event")
     watch.set_defaults(run=_cmd_watch)
+
+    relay = sub.add_parser("relay", help="share watches with other processes through Redis")
+    relay.add_argument("--redis", required=True, metavar="URL", help="redis://host:port/db")
+    for name in sorted(BACKEND_FACTORIES):
+        relay.add_argument(f"--{name}", action="store_true", help=f"serve {name} tasks")
+    for action in watch._actions:  # the same backend options as watch
+        if action.option_strings and action.dest not in ("help", "json", "timeout"):
+            relay._add_action(action)
+    relay.add_argument("--lease", type=float, default=10.0, help="task lease (s)")
+    relay.add_argument("--name", help="this relay's name (default: host:pid:random)")
+    relay.set_defaults(run=_cmd_relay)
 
     demo = sub.add_parser(
         "demo", help="watch scripted tasks on the built-in emulator",

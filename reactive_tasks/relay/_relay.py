@@ -1,0 +1,358 @@
+"""Relay: one watcher process of a fleet; owns tasks under leases and publishes their events."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Hashable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from .._aio import aiter
+from .._errors import ConfigurationError, InvalidTaskId, ReactiveTasksError
+from .._models import TaskEvent
+from ..backends import Backend, Reading
+from . import _scripts
+from ._catalogue import check_name, event_model
+from ._pipeline import commands, publishes
+from ._records import (
+    GROUP,
+    TaskKeys,
+    decode_record,
+    entry_id,
+    error_record,
+    event_record,
+    request_stream,
+)
+
+__all__ = ["Relay", "check_redis_url"]
+
+_log = logging.getLogger("reactive_tasks.relay")
+_CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+_READ_BATCH = 64
+_CLAIM_BATCH = 100
+#: Redis connections of one relay; writes beyond it wait their turn instead of failing.
+_MAX_CONNECTIONS = 48
+
+
+def check_redis_url(url: object) -> str:
+    """``url`` if it names a Redis server, else ``ConfigurationError`` (never echoing it)."""
+    if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigurationError("the Redis URL must start with redis://, rediss:// or unix://")
+    return url
+
+
+class _LeaseLost(Exception):
+    """Another relay holds the task now (or Redis lost it): stop without acknowledging."""
+
+
+@dataclass
+class _Watch:
+    backend: str
+    keys: TaskKeys
+    entry: str
+    token: str
+    task: asyncio.Task[None] | None = None
+
+
+class Relay:
+    """Takes watch requests from Redis, watches each task with a backend, publishes its events.
+
+    ``backends`` maps backend names (``"cloudcoin"``...) to configured backends. A task is owned
+    by one relay at a time under a lease of ``lease`` seconds, renewed every third of it; when
+    a relay dies, another takes its tasks over once the lease has run out (it looks every tenth
+    of a lease) and continues their sequence numbers. Final records (a terminal event, or an
+    error) expire after ``retention`` seconds (errors after at most ``lease``, so that a new
+    observation soon tries again); a task's stream keeps about ``max_events`` entries.
+    """
+
+    def __init__(
+        self,
+        redis_url: str,
+        backends: Mapping[str, Backend[Any]],
+        *,
+        lease: float = 10.0,
+        name: str | None = None,
+        retention: float = 3600.0,
+        max_events: int = 1000,
+    ) -> None:
+        self._url = check_redis_url(redis_url)
+        if not backends:
+            raise ConfigurationError("a relay needs at least one backend")
+        for key, backend in backends.items():
+            check_name(key)
+            if not isinstance(backend, Backend) or backend.name != key:
+                raise ConfigurationError(f"backends[{key!r}] must be a {key} backend")
+        if not lease > 0 or not retention > 0 or max_events < 1:
+            raise ConfigurationError("lease and retention must be positive, max_events >= 1")
+        self.backends = dict(backends)
+        self.lease = float(lease)
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.retention = float(retention)
+        self.max_events = max_events
+        self._watches: dict[TaskKeys, _Watch] = {}
+        # Claimed entries whose holder's lease has not run out yet: entry -> (backend, fields,
+        # since); retried at each takeover round, forgotten if the holder turns out alive.
+        self._waiting: dict[str, tuple[str, Mapping[bytes, bytes], float]] = {}
+        self._redis: aioredis.Redis | None = None
+
+    def __repr__(self) -> str:
+        return f"Relay(name={self.name!r}, backends={sorted(self.backends)}, lease={self.lease})"
+
+    @property
+    def watching(self) -> int:
+        """How many tasks this relay watches now."""
+        return len(self._watches)
+
+    # -- running -----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Serve until cancelled; on the way out, hand every owned task back at once."""
+        self._redis = aioredis.from_url(
+            self._url, client_name="reactive-tasks-relay", max_connections=_MAX_CONNECTIONS
+        )
+        self._batch = commands(self._redis)
+        self._publishes = publishes(self._redis)
+        loops = [asyncio.ensure_future(self._take_requests(b)) for b in self.backends]
+        loops += [asyncio.ensure_future(self._maintain()), asyncio.ensure_future(self._claim())]
+        try:
+            await asyncio.gather(*loops)
+        finally:
+            for job in loops:
+                job.cancel()
+            await asyncio.gather(*loops, return_exceptions=True)
+            await self._hand_back()
+            await self._batch.aclose()
+            await self._publishes.aclose()
+            await self._redis.aclose()
+            self._redis = None
+
+    async def _take_requests(self, backend: str) -> None:
+        """Read new watch requests for ``backend`` from its stream, as one consumer of the group."""
+        assert self._redis is not None
+        stream = request_stream(backend)
+        pause = 0.05
+        while True:
+            try:
+                with contextlib.suppress(ResponseError):  # BUSYGROUP: it exists already
+                    await self._redis.xgroup_create(stream, GROUP, id="0", mkstream=True)
+                while True:
+                    answer: Any = await self._redis.xreadgroup(
+                        GROUP, self.name, {stream: ">"}, count=_READ_BATCH, block=1000
+                    )
+                    pause = 0.05
+                    for _, entries in answer or ():
+                        await asyncio.gather(
+                            *(self._offer(backend, e.decode(), f) for e, f in entries)
+                        )
+            except (*_CONNECTION_ERRORS, ResponseError) as exc:  # NOGROUP after a data loss
+                _log.warning("relay %s: request stream %s: %s", self.name, stream, exc)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 1.0)
+
+    async def _offer(self, backend: str, entry: str, fields: Mapping[bytes, bytes]) -> None:
+        """Take the task of a request entry under lease, or acknowledge the entry as redundant."""
+        assert self._redis is not None
+        try:
+            keys = TaskKeys.from_request(backend, fields)
+        except (KeyError, ValueError, UnicodeDecodeError):
+            _log.warning("relay %s: malformed watch request %s dropped", self.name, entry)
+            await self._ack(backend, entry)
+            return
+        mine = self._watches.get(keys)
+        if mine is not None and mine.entry == entry:
+            return
+        token = f"{self.name}|{entry}"
+        lease_ms = int(self.lease * 1000)
+        holder = await self._batch.submit(
+            lambda pipe: pipe.eval(_scripts.ACQUIRE, 1, keys.owner, token, lease_ms)
+        )
+        if holder != 1:
+            if isinstance(holder, bytes) and holder.decode().endswith(f"|{entry}"):
+                since = self._waiting.get(entry, (backend, fields, time.monotonic()))[2]
+                if time.monotonic() - since < 2 * self.lease:
+                    self._waiting[entry] = (backend, fields, since)
+                else:  # it keeps renewing: alive after all (and it claims its entry back)
+                    del self._waiting[entry]
+            else:
+                self._waiting.pop(entry, None)
+                await self._ack(backend, entry)
+            return
+        self._waiting.pop(entry, None)
+        _log.debug("relay %s: watching %s %s", self.name, backend,
+                   self.backends[backend].display_id(keys.task_id))
+        watch = _Watch(backend, keys, entry, token)
+        if mine is not None and mine.task is not None:
+            mine.task.cancel()  # its lease is gone (Redis lost it); this request replaces it
+        self._watches[keys] = watch
+        watch.task = asyncio.ensure_future(self._watch(watch))
+
+    async def _watch(self, watch: _Watch) -> None:
+        """Observe one task with its backend and publish each event, continuing its sequence."""
+        assert self._redis is not None
+        keys = watch.keys
+        try:
+            raw = await self._batch.submit(lambda pipe: pipe.get(keys.latest))
+            last = None if raw is None else decode_record(raw, event_model(watch.backend))
+            if last is not None and last.final:
+                await self._finish(watch)
+                return
+            sequence = 0 if last is None else last.sequence + 1
+            backend = self.backends[watch.backend]
+            repeat = None if last is None or last.event is None else _change(backend, last.event)
+            try:
+                try:
+                    observe: Any = backend.observe  # identity keywords differ by backend
+                    observable = observe(keys.task_id, **dict(keys.identity))
+                except TypeError:
+                    raise InvalidTaskId(f"{watch.backend} takes no such identity") from None
+                async for event in aiter(observable):
+                    if repeat is not None and _change(backend, event) == repeat:
+                        repeat = None  # the state the previous relay published last
+                        continue
+                    repeat = None
+                    stamped = event.model_copy(update={"sequence": sequence})
+                    expiry = self.retention if stamped.terminal else 0.0
+                    await self._write(watch, sequence, event_record(stamped), expiry)
+                    sequence += 1
+            except ReactiveTasksError as exc:
+                record = error_record(exc, sequence)
+                await self._write(watch, sequence, record, min(self.retention, self.lease))
+            await self._finish(watch)
+        except _LeaseLost:
+            _log.info("relay %s: lost the lease of %s", self.name, keys.tag)
+        except (RedisError, *_CONNECTION_ERRORS) as exc:  # the lease runs out; another relay
+            _log.warning("relay %s: gave up %s: %s", self.name, keys.tag, exc)  # takes over
+        finally:
+            if self._watches.get(keys) is watch:
+                del self._watches[keys]
+
+    async def _write(self, watch: _Watch, sequence: int, record: str, expiry: float) -> None:
+        """Publish one record under the lease; waits out Redis outages, never writes twice."""
+        keys = watch.keys
+        pause = 0.05
+        while True:
+            try:
+                done = await self._publishes.submit((
+                    (keys.owner, keys.events, keys.latest),
+                    (watch.token, entry_id(sequence), record, self.max_events,
+                     int(expiry * 1000)),
+                ))
+            except ResponseError as exc:  # a refused script: never expected
+                _log.warning("relay %s: publishing %s failed: %s", self.name, keys.tag, exc)
+                raise _LeaseLost() from exc
+            except _CONNECTION_ERRORS:
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 1.0)
+                continue
+            if done != 1:  # 0: the lease is another's; -1: that sequence number is taken
+                raise _LeaseLost()
+            return
+
+    async def _finish(self, watch: _Watch) -> None:
+        """The task needs no more watching: drop the lease and acknowledge its request."""
+        owner, token = watch.keys.owner, watch.token
+        await self._batch.submit(lambda pipe: pipe.eval(_scripts.RELEASE, 1, owner, token))
+        await self._ack(watch.backend, watch.entry)
+
+    async def _ack(self, backend: str, entry: str) -> None:
+        await self._batch.submit(lambda pipe: pipe.xack(request_stream(backend), GROUP, entry))
+
+    # -- leases ------------------------------------------------------------------------------
+
+    async def _maintain(self) -> None:
+        """Renew our leases every third of a lease."""
+        await self._every(self.lease / 3, self._renew, "lease renewal")
+
+    async def _claim(self) -> None:
+        """Often (a tenth of a lease): take over tasks whose holder stopped renewing."""
+
+        async def claim() -> None:
+            for backend in self.backends:
+                await self._take_over(backend)
+
+        await self._every(self.lease / 10, claim, "takeover")
+
+    async def _every(self, period: float, job: Callable[[], Awaitable[None]], what: str) -> None:
+        next_at = time.monotonic()
+        while True:
+            next_at += period
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+            try:
+                await job()
+            except (*_CONNECTION_ERRORS, ResponseError) as exc:
+                _log.warning("relay %s: %s failed: %s", self.name, what, exc)
+                next_at = time.monotonic()
+
+    async def _renew(self) -> None:
+        assert self._redis is not None
+        watches = list(self._watches.values())
+        if not watches:
+            return
+        lease_ms = int(self.lease * 1000)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for watch in watches:
+                pipe.eval(_scripts.RENEW, 1, watch.keys.owner, watch.token, lease_ms)
+            renewed = await pipe.execute()
+        held: dict[str, list[Any]] = {}
+        for watch, ok in zip(watches, renewed, strict=True):
+            if ok == 1:
+                held.setdefault(watch.backend, []).append(watch.entry)
+            elif watch.task is not None and self._watches.get(watch.keys) is watch:
+                _log.info("relay %s: lease of %s lost", self.name, watch.keys.tag)
+                del self._watches[watch.keys]
+                watch.task.cancel()
+        for backend, entries in held.items():  # reset the entries' idle time: still alive
+            await self._redis.xclaim(
+                request_stream(backend), GROUP, self.name, 0, entries, justid=True
+            )
+
+    async def _take_over(self, backend: str) -> None:
+        assert self._redis is not None
+        stream = request_stream(backend)
+        for entry, (name, fields, _) in list(self._waiting.items()):
+            if name == backend:
+                await self._offer(backend, entry, fields)
+        answer: Any = await self._redis.xautoclaim(
+            stream, GROUP, self.name, int(self.lease * 1000), "0-0", count=_CLAIM_BATCH
+        )
+        for entry, fields in answer[1]:
+            if fields:
+                await self._offer(backend, entry.decode(), fields)
+
+    async def _hand_back(self) -> None:
+        """Release every lease and re-file its request, so another relay picks it up now."""
+        watches = list(self._watches.values())
+        for watch in watches:
+            if watch.task is not None:
+                watch.task.cancel()
+        await asyncio.gather(*(w.task for w in watches if w.task), return_exceptions=True)
+        if self._redis is None:
+            return
+        for watch in watches:
+            with contextlib.suppress(RedisError, *_CONNECTION_ERRORS):
+                released = await self._redis.eval(
+                    _scripts.RELEASE, 1, watch.keys.owner, watch.token
+                )
+                if released == 1:
+                    stream = request_stream(watch.backend)
+                    await self._redis.xadd(stream, watch.keys.request())
+                    await self._redis.xack(stream, GROUP, watch.entry)
+        self._watches.clear()
+
+
+def _change(backend: Backend[Any], event: TaskEvent[Any]) -> Hashable:
+    """What tells two events apart for ``backend`` (its change key over the event's reading)."""
+    reading = Reading(event.state, event.native_status, event.progress, event.message)
+    return backend.change_key(event.snapshot, reading)
+

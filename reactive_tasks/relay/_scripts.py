@@ -1,0 +1,71 @@
+"""The Lua scripts that make a relay's lease checks and writes atomic in Redis.
+
+Each but ``PUBLISH_MANY`` touches the keys of one task only (one hash tag).
+"""
+
+from __future__ import annotations
+
+__all__ = ["ACQUIRE", "PUBLISH_MANY", "RELEASE", "RENEW"]
+
+#: KEYS: owner. ARGV: token, lease ms. 1 when the caller holds the lease now, else the holder.
+ACQUIRE = """
+local holder = redis.call('GET', KEYS[1])
+if not holder then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+if holder == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return holder
+"""
+
+#: KEYS: owner. ARGV: token, lease ms. 1 when renewed, 0 when the lease is no longer ours.
+RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+#: KEYS: owner. ARGV: token. Drops the lease if it is still ours.
+RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+#: KEYS: owner, events, latest of each record. ARGV: token, entry id, record, max length and
+#: expiry ms (0: none) of each. Writes a record only while its writer holds the task's lease
+#: (else 0); an id not above the stream's last (that sequence number was already published)
+#: makes XADD refuse it (-1), so nothing is written twice. A final record (expiry > 0) starts the
+#: expiry of the task's keys and ends the lease. One result per record, 1 when written.
+#: (Several tasks' keys in one call: on a Redis Cluster, calls would be split by hash slot.)
+PUBLISH_MANY = """
+local out = {}
+for i = 1, #KEYS / 3 do
+  local owner, events, latest = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
+  local a = 5 * (i - 1)
+  if redis.call('GET', owner) ~= ARGV[a + 1] then
+    out[i] = 0
+  else
+    local added = redis.pcall('XADD', events, 'MAXLEN', '~', ARGV[a + 4], ARGV[a + 2],
+                              'd', ARGV[a + 3])
+    if type(added) == 'table' and added.err then
+      out[i] = -1
+    else
+      redis.call('SET', latest, ARGV[a + 3])
+      local expiry = tonumber(ARGV[a + 5])
+      if expiry > 0 then
+        redis.call('PEXPIRE', events, expiry)
+        redis.call('PEXPIRE', latest, expiry)
+        redis.call('DEL', owner)
+      end
+      out[i] = 1
+    end
+  end
+end
+return out
+"""
