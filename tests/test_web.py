@@ -181,3 +181,24 @@ def test_heartbeat_must_be_positive() -> None:
 
     with pytest.raises(ValueError):
         sse_response(reactivex.empty(), heartbeat=0)
+
+
+async def test_events_from_another_thread_reach_the_client() -> None:
+    """A stream whose events come from a thread of its own (like the engine's background loop)."""
+    import threading
+
+    events = [made("cloudcoin", "t", s, TaskState.RUNNING, 10.0 * s) for s in range(5)]
+
+    def produce(observer: Any, _: Any) -> Any:
+        def run() -> None:
+            for event in events:
+                observer.on_next(event)
+            observer.on_completed()
+
+        threading.Thread(target=run, daemon=True).start()
+        return None
+
+    with EmulatorServer(app=stream_app(lambda: reactivex.create(produce))) as web:
+        got = await collect(web.url + "/events")
+    assert [f.json["sequence"] for f in task_frames(got)] == [0, 1, 2, 3, 4]
+    assert got[-1].event == "complete"
