@@ -202,3 +202,20 @@ async def test_events_from_another_thread_reach_the_client() -> None:
         got = await collect(web.url + "/events")
     assert [f.json["sequence"] for f in task_frames(got)] == [0, 1, 2, 3, 4]
     assert got[-1].event == "complete"
+
+
+async def test_ids_stay_small_and_name_the_most_recent_tasks() -> None:
+    """With more tasks than an id names, a reconnect sends again the latest event of the least
+    recently sent ones only; the Last-Event-ID header stays far below servers' header limits."""
+    from reactive_tasks.web._wire import MAP_LIMIT
+
+    count = MAP_LIMIT + 16
+    history = [made("cloudcoin", f"t{i:03}", 0, TaskState.RUNNING, 10.0) for i in range(count)]
+    with EmulatorServer(app=stream_app(lambda: reactivex.from_iterable(history))) as web:
+        first = await collect(web.url + "/events")
+        last_id = task_frames(first)[-1].id
+        assert last_id is not None and len(last_id) < 2048
+        assert len(last_id.split(",")) == MAP_LIMIT
+        again = await collect(web.url + "/events", last_id)
+    resent = [f.json["task_id"] for f in task_frames(again)]
+    assert resent == [f"t{i:03}" for i in range(16)]

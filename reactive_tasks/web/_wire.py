@@ -8,6 +8,9 @@ and ``look`` 6 characters of a hash of what the page shows (state, native status
 message). A browser already has an event when (ms, seq) is not newer than its map's for that task
 (a replay, or a relay resuming ``after=`` with older events), or when it looks the same (a new
 observation after a restart or a reconnect starts at sequence 0 with what the page already shows).
+The map names the ``MAP_LIMIT`` most recently sent tasks only, so that ids and the Last-Event-ID
+header stay small (about 1.7 kB): on reconnect, the latest event of an older task is sent again,
+which the page simply shows again.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import base64
 import hashlib
 import json
 from collections.abc import Callable
+from itertools import islice
 from typing import Any
 
 from .._errors import ReactiveTasksError
@@ -29,6 +33,9 @@ __all__ = ["Label", "Resume", "default_label", "error_frame", "event_frame", "ta
 Label = Callable[[str, str], str]
 Position = tuple[int, int]  # (observed_at in ms, sequence)
 Seen = tuple[Position, str]  # and the look of the event
+
+#: How many tasks (the most recently sent) an id names.
+MAP_LIMIT = 64
 
 #: Backends whose task ids are secret tokens: shown shortened, as in logs and errors.
 _SECRET_IDS = frozenset({AparaviBackend.name})
@@ -65,7 +72,10 @@ def look(event: TaskEvent[Any]) -> str:
 
 
 class Resume:
-    """What one browser already has, per task: read from Last-Event-ID, advanced as we send."""
+    """What one browser already has, per task: read from Last-Event-ID, advanced as we send.
+
+    It remembers every task of the connection; only the ids are bounded.
+    """
 
     def __init__(self, last_event_id: str | None = None) -> None:
         self._seen: dict[str, Seen] = {}
@@ -77,6 +87,8 @@ class Resume:
                 self._seen[parts[0]] = ((int(parts[1], 36), int(parts[2], 36)), parts[3])
             except ValueError:
                 continue
+            if len(self._seen) >= MAP_LIMIT:
+                break
 
     def admit(self, key: str, event: TaskEvent[Any]) -> bool:
         """True (and remembered) when the browser does not have ``event`` yet."""
@@ -85,14 +97,14 @@ class Resume:
         seen = self._seen.get(key)
         if seen is not None and position <= seen[0]:
             return False
+        self._seen.pop(key, None)  # re-inserted last: the id names the most recent tasks
         self._seen[key] = (position, shown)
         return seen is None or shown != seen[1]
 
     def event_id(self) -> str:
         """The ``id:`` of the next frame: the whole map, so one header resumes every task."""
-        return ",".join(
-            f"{k}.{_b36(ms)}.{_b36(seq)}.{shown}" for k, ((ms, seq), shown) in self._seen.items()
-        )
+        recent = islice(reversed(self._seen.items()), MAP_LIMIT)
+        return ",".join(f"{k}.{_b36(ms)}.{_b36(seq)}.{shown}" for k, ((ms, seq), shown) in recent)
 
 
 def event_json(event: TaskEvent[Any], key: str, label: Label) -> dict[str, Any]:
