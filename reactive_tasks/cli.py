@@ -234,6 +234,28 @@ def _policy(args: argparse.Namespace) -> PollPolicy:
         raise UsageError(str(exc)) from None
 
 
+def _address(text: str) -> tuple[str, int]:
+    """``--web``'s [HOST:]PORT (an IPv6 host in brackets); the host defaults to loopback."""
+    host, _, port = text.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected [HOST:]PORT, got {text!r}")
+    return host, int(port)
+
+
+def _open_web(address: tuple[str, int]) -> Any:
+    """The dashboard's socket, bound before anything is polled (so a taken port fails fast)."""
+    try:
+        from .web._serve import bind
+    except ImportError:
+        raise UsageError("--web needs the web extra: pip install 'reactive-tasks[web]'") from None
+    try:
+        return bind(*address)
+    except OSError as exc:
+        raise UsageError(f"cannot serve the dashboard on {address[0]}:{address[1]}: "
+                         f"{exc.strerror or exc}") from None
+
+
 def _cmd_watch(args: argparse.Namespace) -> int:
     factory = BACKEND_FACTORIES.get(args.backend)
     if factory is None:
@@ -248,11 +270,32 @@ def _cmd_watch(args: argparse.Namespace) -> int:
     except (InvalidTaskId, ConfigurationError) as exc:
         raise UsageError(str(exc)) from None
 
+    sock = _open_web(args.web) if args.web else None
+    ended: list[Outcome] = []
+
     async def run() -> Outcome:
         async with backend:
-            return await _watch(streams, as_json=args.json, out=sys.stdout, labels=labels)
+            if sock is None:
+                return await _watch(streams, as_json=args.json, out=sys.stdout, labels=labels)
+            from .web._serve import serve_dashboard
 
-    outcome = asyncio.run(run())
+            async with serve_dashboard(streams, sock) as shared:
+                host, port = sock.getsockname()[:2]
+                host = f"[{host}]" if ":" in host else host
+                print(f"reactive-tasks: dashboard at http://{host}:{port}/", file=sys.stderr)
+                ended.append(await _watch(shared, as_json=args.json, out=sys.stdout,
+                                          labels=labels))
+                print("reactive-tasks: every task has ended; the dashboard stays up until "
+                      "Ctrl-C", file=sys.stderr)
+                await asyncio.Event().wait()  # until Ctrl-C
+            return ended[0]
+
+    try:
+        outcome = asyncio.run(run())
+    except KeyboardInterrupt:
+        if not ended:
+            raise
+        outcome = ended[0]  # Ctrl-C after the end: the code the outcome earned
     if outcome.why:
         print(f"reactive-tasks: {outcome.why}", file=sys.stderr)
     return outcome.code
@@ -332,6 +375,9 @@ def _parser() -> argparse.ArgumentParser:
     watch.add_argument("--request-timeout", type=float, default=10.0, metavar="SECONDS",
                        help="timeout of one HTTP request (default 10)")
     watch.add_argument("--json", action="store_true", help="one JSON object per event")
+    watch.add_argument("--web", type=_address, metavar="[HOST:]PORT",
+                       help="also serve a live dashboard page there; it stays up after the "
+                       "end until Ctrl-C (needs the web extra)")
     watch.set_defaults(run=_cmd_watch)
 
     relay = sub.add_parser("relay", help="share watches with other processes through Redis")
