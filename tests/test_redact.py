@@ -65,3 +65,17 @@ def test_scrub_removes_signed_url_parameters_hawk_headers_and_registered_secrets
         assert secret not in clean, clean
     assert clean.endswith("https://arb.example"), "an RPC URL with a path key shows its origin"
     assert "alt=media" in clean and "sv=2024" in clean, "other parameters stay readable"
+
+
+def test_a_backend_that_sent_nothing_shortens_no_other_ids_in_logs() -> None:
+    """A backend built only to check ids (as the relay does) has no secret in flight, so its
+    patterns stay out of log records; its own text is still shortened."""
+    from reactive_tasks._redact import scrub, shorten
+    from reactive_tasks.backends import AparaviBackend
+
+    guid = "bdc8e99d-dd8a-40e9-8840-f9f8eef16c71"
+    checker = AparaviBackend("http://127.0.0.1:1", api_key="key-for-ids-only")
+    assert scrub(f"cloudcoin {guid}: poll failed") == f"cloudcoin {guid}: poll failed"
+    assert scrub(f"aparavi {guid}", checker.secrets) == f"aparavi {shorten(guid)}"
+    checker.secrets.active = True  # what its first request does
+    assert scrub(f"cloudcoin {guid}") == f"cloudcoin {shorten(guid)}"

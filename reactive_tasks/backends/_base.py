@@ -294,6 +294,7 @@ class Backend(ABC, Generic[SnapshotT]):
         Other statuses come back for the subclass to read. A relative path is joined to
         ``base_url``.
         """
+        self.secrets.active = True
         scope = self._scope()
         url = path_or_url if "://" in path_or_url else self.base_url + path_or_url
         polling_timeout = current_request_timeout()  # the observation's policy, in a poll
