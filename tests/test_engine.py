@@ -361,7 +361,7 @@ def test_events_are_delivered_on_the_background_loop_from_plain_threads() -> Non
 
 
 async def test_observe_coroutine_runs_on_the_loop_and_cancels_on_dispose() -> None:
-    from reactive_tasks._engine import observe_coroutine
+    from reactive_tasks._rx import observe_coroutine
 
     assert await wait(observe_coroutine(lambda: asyncio.sleep(0.01, result=42))) == 42
     with pytest.raises(KeyError):

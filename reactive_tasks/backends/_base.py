@@ -24,16 +24,6 @@ import httpx
 from pydantic import BaseModel, ValidationError
 from reactivex import Observable
 
-from .._engine import (
-    PollHub,
-    Reading,
-    TaskRef,
-    call_with_retries,
-    current_request_timeout,
-    fetch_once,
-    is_transient,
-    observe_ref,
-)
 from .._errors import (
     AuthenticationError,
     BackendError,
@@ -44,6 +34,7 @@ from .._errors import (
     TaskNotFound,
     TransientFault,
 )
+from .._hub import PollHub, fetch_once, hub_for, release_hub
 from .._models import SnapshotT, TaskEvent
 from .._policy import PollPolicy
 from .._redact import (
@@ -54,6 +45,7 @@ from .._redact import (
     redact_url,
     scrub,
 )
+from .._retry import call_with_retries, is_transient, register_faults
 from .._runtime import (
     LoopEnd,
     background_loop,
@@ -61,13 +53,16 @@ from .._runtime import (
     close_at_exit,
     in_loop_thread,
 )
+from .._rx import observe_ref
 from .._transport import AiohttpTransport, ResponseTooLarge, UnsupportedEncoding, read_capped
+from .._types import Reading, TaskRef, current_request_timeout
 
 __all__ = ["Backend", "Reading", "TaskRef", "TransientFault", "parse_retry_after"]
 
 M = TypeVar("M", bound=BaseModel)
 
 _log = logging.getLogger("reactive_tasks.http")
+register_faults(transient=(httpx.TransportError,), timeouts=(httpx.TimeoutException,))
 _REQUEST_CACHE_SIZE = 50_000
 # Closing a scope lets its requests unwind, and one that was between two fetches may open a
 # fresh scope on its way out; closing repeats for those (a round or two at most).
@@ -247,6 +242,7 @@ class Backend(ABC, Generic[SnapshotT]):
             if not scopes:
                 return
             for owner, scope in scopes.items():
+                release_hub(self, owner)
                 if scope.end is not None:
                     scope.end.cancel()
                 if owner is loop:
@@ -512,6 +508,7 @@ class Backend(ABC, Generic[SnapshotT]):
         """Drop scopes of loops closed without shutting down (nothing can run on them now)."""
         for owner in [o for o in self._scopes if o.is_closed()]:
             scope = self._scopes.pop(owner)
+            release_hub(self, owner)
             if scope.end is not None:
                 scope.end.cancel()
 
@@ -524,6 +521,7 @@ class Backend(ABC, Generic[SnapshotT]):
                     self._requests.clear()
             if scope is None:
                 return
+            release_hub(self, loop)
             if scope.end is not None:
                 scope.end.cancel()
             await _close_scope(scope)
@@ -537,7 +535,7 @@ class Backend(ABC, Generic[SnapshotT]):
             timeout = httpx.Timeout(self.policy.request_timeout)
             client, owns = httpx.AsyncClient(transport=transport, timeout=timeout), True
         limiter = asyncio.Semaphore(self._max_concurrency)
-        return _LoopScope(client, owns, transport, limiter, PollHub(self, loop))
+        return _LoopScope(client, owns, transport, limiter, hub_for(self, loop))
 
 
 async def _capture(awaitable: Any) -> Any:

@@ -26,7 +26,6 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError
 from reactivex import Observable
 from reactivex import operators as ops
 
-from .._engine import fetch_once, observe_coroutine
 from .._errors import (
     BackendError,
     ConfigurationError,
@@ -34,8 +33,10 @@ from .._errors import (
     TaskNotFound,
     TransientFault,
 )
+from .._hub import fetch_once
 from .._models import TaskEvent, TaskState
 from .._policy import PollPolicy
+from .._rx import observe_coroutine
 from . import _iexec_abi as abi
 from ._answers import entries_by_key
 from ._base import Backend, Reading, TaskRef

@@ -29,7 +29,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from reactivex import Observable
 from reactivex import operators as ops
 
-from .._engine import observe_coroutine
 from .._errors import (
     AuthenticationError,
     BackendError,
@@ -43,6 +42,7 @@ from .._errors import (
 from .._models import TaskEvent, TaskState
 from .._policy import PollPolicy
 from .._redact import install_log_filters
+from .._rx import observe_coroutine
 from ._answers import entries_by_key, next_page
 from ._base import Backend, Reading, TaskRef
 
