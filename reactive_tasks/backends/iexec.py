@@ -30,6 +30,8 @@ from .._errors import (
     BackendError,
     ConfigurationError,
     InvalidTaskId,
+    NoTaskResult,
+    ResultNotOnIpfs,
     TaskNotFound,
     TransientFault,
 )
@@ -122,14 +124,6 @@ DEFAULT_IPFS_GATEWAY = CHAINS["arbitrum-mainnet"].ipfs_gateway
 
 
 # -- errors ---------------------------------------------------------------------------------
-
-
-class NoTaskResult(BackendError):
-    """The task has no result to download: not completed, or no result uploaded."""
-
-
-class ResultNotOnIpfs(BackendError):
-    """The task's result is stored elsewhere than IPFS (or has no location): no download."""
 
 
 # -- models ---------------------------------------------------------------------------------

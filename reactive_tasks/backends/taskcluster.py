@@ -30,13 +30,14 @@ from reactivex import Observable
 from reactivex import operators as ops
 
 from .._errors import (
+    ArtifactError,
+    ArtifactNotFound,
     AuthenticationError,
-    BackendError,
     BackendUnavailable,
     ConfigurationError,
+    InvalidArtifactName,
     InvalidTaskId,
     ProtocolError,
-    ReactiveTasksError,
     TaskNotFound,
 )
 from .._models import TaskEvent, TaskState
@@ -207,24 +208,6 @@ class _ErrorBody(BaseModel):
 
 
 # -- errors and credentials ------------------------------------------------------------------
-
-
-class ArtifactNotFound(BackendError):
-    """The queue has no such artifact (or no such run or task) to hand out."""
-
-
-class ArtifactError(BackendError):
-    """The artifact is an ``error`` artifact: the worker reported why it could not upload it."""
-
-    def __init__(
-        self, message: str, *, backend: str = "", task_id: str | None = None, reason: str = ""
-    ) -> None:
-        super().__init__(message, backend=backend, task_id=task_id)
-        self.reason = reason
-
-
-class InvalidArtifactName(ReactiveTasksError, ValueError):
-    """An artifact name that is not a relative path of non-empty segments (no ``.``/``..``)."""
 
 
 @dataclass(frozen=True)
