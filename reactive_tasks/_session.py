@@ -16,6 +16,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 from urllib.parse import urljoin, urlsplit
 
@@ -46,6 +47,19 @@ _REQUEST_CACHE_SIZE = 50_000
 _MAX_REDIRECTS = 5
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _CACHE_SIZE = 10_000
+
+
+@dataclass(slots=True)
+class _Call:
+    """One request as the session carries it through signing, redirects and the transport."""
+
+    method: str
+    url: str
+    task_id: str | None
+    params: Mapping[str, Any] | None
+    body: bytes | None
+    headers: Mapping[str, str] | None
+    stream: bool
 
 
 class Auth(Protocol):
@@ -178,20 +192,23 @@ class Session:
         if json is not None:
             body = jsonlib.dumps(json, separators=(",", ":"), ensure_ascii=False).encode()
             headers = {**(headers or {}), "content-type": "application/json"}
+        call = _Call(method, url, task_id, params, body, headers, stream)
         for _ in range(_MAX_REDIRECTS + 1):
-            response = await self._authorized(method, url, task_id, params, body, headers, stream)
+            response = await self._authorized(call)
             location = response.headers.get("location")
             if not follow_redirects or response.status_code not in _REDIRECTS or not location:
                 return response
             await response.aclose()
-            url = urljoin(str(response.request.url) if _has_request(response) else url, location)
-            params = None
+            call.url = urljoin(call.url, location)
+            call.params = None
             if response.status_code == 303 or (
-                response.status_code in (301, 302) and method == "POST"
+                response.status_code in (301, 302) and call.method == "POST"
             ):
-                method, body = "GET", None
-                if headers:
-                    headers = {k: v for k, v in headers.items() if k.lower() != "content-type"}
+                call.method, call.body = "GET", None
+                if call.headers:
+                    call.headers = {
+                        k: v for k, v in call.headers.items() if k.lower() != "content-type"
+                    }
         raise self.owner.protocol_error(f"more than {_MAX_REDIRECTS} redirects", task_id)
 
     async def send_once(
@@ -286,25 +303,16 @@ class Session:
 
     # -- the exchange ----------------------------------------------------------------------
 
-    async def _authorized(
-        self,
-        method: str,
-        url: str,
-        task_id: str | None,
-        params: Mapping[str, Any] | None,
-        body: bytes | None,
-        headers: Mapping[str, str] | None,
-        stream: bool,
-    ) -> httpx.Response:
+    async def _authorized(self, call: _Call) -> httpx.Response:
         """One exchange; on a refusal the auth hook may renew once (single-flight) and resend."""
         renewed = False
         while True:
             try:
-                return await self._classified(method, url, task_id, params, body, headers, stream)
+                return await self._classified(call)
             except AuthenticationError as refusal:
                 auth = self.owner.auth
                 status = getattr(refusal, "status", 401)
-                if renewed or auth is None or not self._same_origin(url):
+                if renewed or auth is None or not self._same_origin(call.url):
                     raise
                 renewed = True
                 if not await self._renew(auth, status):
@@ -327,17 +335,11 @@ class Session:
     def _same_origin(self, url: str) -> bool:
         return url.startswith(self._origin_prefix) or origin_of(url) == self._origin
 
-    async def _classified(
-        self,
-        method: str,
-        url: str,
-        task_id: str | None,
-        params: Mapping[str, Any] | None,
-        body: bytes | None,
-        headers: Mapping[str, str] | None,
-        stream: bool,
-    ) -> httpx.Response:
+    async def _classified(self, call: _Call) -> httpx.Response:
         owner = self.owner
+        method, url, task_id, params, headers, stream = (
+            call.method, call.url, call.task_id, call.params, call.headers, call.stream
+        )
         polling_timeout = current_request_timeout()  # the observation's policy, in a poll
         merged: Mapping[str, str]
         if not self._same_origin(url):
@@ -352,15 +354,13 @@ class Session:
                 merged = self.headers
             if owner.auth is not None:
                 full = url if params is None else str(httpx.URL(url, params=params))
-                signed = await owner.auth.sign(method, full, merged, body)
+                signed = await owner.auth.sign(method, full, merged, call.body)
                 if signed:
                     owner.secrets.add_headers(signed, every=True)
                     merged = {**merged, **signed}
         failure: BaseException | None = None
         try:
-            response = await self._exchange(
-                method, url, params, body, merged, stream, polling_timeout
-            )
+            response = await self._exchange(call, merged, polling_timeout)
         except ReactiveTasksError:
             raise
         except Exception as exc:
@@ -394,14 +394,7 @@ class Session:
         return response
 
     async def _exchange(
-        self,
-        method: str,
-        url: str,
-        params: Mapping[str, Any] | None,
-        body: bytes | None,
-        headers: Mapping[str, str],
-        stream: bool,
-        polling_timeout: float | None,
+        self, call: _Call, headers: Mapping[str, str], polling_timeout: float | None
     ) -> httpx.Response:
         """One request through the transport or client; a whole body is read under the
         decoded-size cap. A poll brings its observation's request timeout."""
@@ -409,15 +402,15 @@ class Session:
         if self.transport is not None:
             # The fast path: straight to the transport, skipping the client's auth, cookie,
             # redirect and hook machinery that polling never uses (a third of the CPU).
-            request = self._prepared(method, url, params, body, headers, stream, timeout)
+            request = self._prepared(call, headers, timeout)
             response = await self.transport.handle_async_request(request)
         else:
             request = self.client.build_request(
-                method, url, params=params, content=body, headers=headers,
+                call.method, call.url, params=call.params, content=call.body, headers=headers,
                 timeout=httpx.USE_CLIENT_DEFAULT if polling_timeout is None else timeout,
             )
             response = await self.client.send(request, stream=True)
-        if not stream:
+        if not call.stream:
             await read_capped(response, self.owner.max_body)
         return response
 
@@ -441,23 +434,15 @@ class Session:
             return httpx.NetworkError(text or type(exc).__name__)
         return owner.protocol_error(f"{type(exc).__name__}: {text}", task_id)
 
-    def _prepared(
-        self,
-        method: str,
-        url: str,
-        params: Mapping[str, Any] | None,
-        body: bytes | None,
-        headers: Mapping[str, str],
-        stream: bool,
-        timeout: float,
-    ) -> httpx.Request:
+    def _prepared(self, call: _Call, headers: Mapping[str, str], timeout: float) -> httpx.Request:
         """An httpx request; a plain GET is built once per URL and reused on every poll.
 
         httpx's URL parsing and header preparation are a large share of a poll's CPU, and a
         poll repeats the same GET, so the prepared request is cached (bounded, per URL and
         timeout, cleared on close).
         """
-        plain = method == "GET" and params is None and body is None and not stream
+        method, url, stream = call.method, call.url, call.stream
+        plain = method == "GET" and call.params is None and call.body is None and not stream
         reuse = plain and headers is self.headers
         key = (url, timeout)
         if reuse:
@@ -465,7 +450,7 @@ class Session:
             if cached is not None:
                 return cached
         request = httpx.Request(
-            method, url, params=params, content=body, headers=headers,
+            method, url, params=call.params, content=call.body, headers=headers,
             extensions={"timeout": httpx.Timeout(timeout).as_dict()},
         )
         if stream:
@@ -475,14 +460,6 @@ class Session:
                 self._requests.clear()
             self._requests[key] = request
         return request
-
-
-def _has_request(response: httpx.Response) -> bool:
-    try:
-        response.request  # noqa: B018 - raises when the response was built without one
-    except RuntimeError:
-        return False
-    return True
 
 
 async def _capture(awaitable: Awaitable[T]) -> T | BaseException:
