@@ -71,8 +71,9 @@ class Backend(ABC, Generic[SnapshotT]):
     """Base of every backend: observe, status and the HTTP plumbing, shared by all APIs."""
 
     name: ClassVar[str] = "backend"
-    #: How many task ids one ``fetch_many`` call may take; None for no limit.
-    max_batch: ClassVar[int | None] = None
+    #: How many task ids one ``fetch_many`` call may take; None for no limit. The hub's split by
+    #: it is the only one: a backend with a ``batch_size=`` option sets it on the instance.
+    max_batch: int | None = None
     #: Query parameters that carry secrets, kept out of httpx's request logs.
     secret_query_params: ClassVar[tuple[str, ...]] = ()
     #: True when the base URL's path carries a key (RPC providers): only its origin is shown.
