@@ -288,6 +288,11 @@ class Session:
         future.set_result(value)
         return value
 
+    @property
+    def cached_count(self) -> int:
+        """How many entries the shared-read cache holds (loaded or loading)."""
+        return len(self._cache)
+
     def forget(self, key: Hashable) -> None:
         """Drop ``key`` from the shared-read cache (a record that changed)."""
         self._cache.pop(key, None)

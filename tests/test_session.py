@@ -11,6 +11,7 @@ from hostile import HostileServer, RawRequest, Reply
 
 from reactive_tasks import BackendUnavailable, PollPolicy
 from reactive_tasks.backends import CloudCoinBackend
+from reactive_tasks.testing import cached_reads, open_sessions
 
 POLICY = PollPolicy(interval=0.02, max_interval=0.05, jitter=0.0, request_timeout=2.0)
 USER = {"X-Provider-Key": "user-header-secret-0a1b2c3d"}
@@ -111,5 +112,8 @@ async def test_the_cache_loads_a_key_once_for_concurrent_readers_and_keeps_no_fa
         assert all(isinstance(r, RuntimeError) for r in first)
         assert loads == 1
         second = await asyncio.gather(*(session.cached("deal", load) for _ in range(3)))
+        assert cached_reads(backend) == 1
+        assert open_sessions(backend) == 1
     assert second == [2, 2, 2]
     assert loads == 2
+    assert open_sessions(backend) == 0, "aclose releases the session and its cache"
