@@ -1,11 +1,12 @@
 """reactive-tasks: watch long-running tasks on remote task APIs as ReactiveX streams."""
 
-from ._aio import EmptyObservation, aiter, wait, wait_sync
+from ._aio import aiter, wait, wait_sync
 from ._errors import (
     AuthenticationError,
     BackendError,
     BackendUnavailable,
     ConfigurationError,
+    EmptyObservation,
     InvalidTaskId,
     ObservationTimeout,
     ProtocolError,

@@ -13,16 +13,12 @@ from typing import Any, TypeVar
 
 from reactivex import Observable
 
-from ._errors import ObservationTimeout, ReactiveTasksError
+from ._errors import EmptyObservation, ObservationTimeout
 from ._runtime import in_loop_thread
 
 __all__ = ["aiter", "wait", "wait_sync"]
 
 T = TypeVar("T")
-
-
-class EmptyObservation(ReactiveTasksError):
-    """The stream completed without a single event, so there is no last event to return."""
 
 
 def _on_loop(loop: asyncio.AbstractEventLoop, fn: Callable[[], None]) -> None:

@@ -1,16 +1,54 @@
-"""The exception hierarchy. Messages never contain secrets."""
+"""Every exception class of the library, in one place. Messages never contain secrets.
+
+    ReactiveTasksError
+    ├── InvalidTaskId (+ ValueError)        a task id the API cannot have; raised before any request
+    ├── InvalidArtifactName (+ ValueError)  a Taskcluster artifact name that is not a relative path
+    ├── ConfigurationError                  a backend or policy set up with values that cannot work
+    ├── ObservationTimeout (+ TimeoutError) the observer's own deadline passed
+    ├── EmptyObservation                    a stream completed without a single event
+    ├── TaskFailed                          compose.fail_fast: a task ended badly
+    ├── TransientFault                      worth retrying (5xx, 429, RPC server error)
+    └── BackendError                        monitoring of one task on one backend cannot go on
+        ├── TaskNotFound
+        ├── AuthenticationError
+        ├── ProtocolError
+        ├── BackendUnavailable              faults outlasted the retry budget (__cause__: the last)
+        ├── ArtifactNotFound                (Taskcluster)
+        ├── ArtifactError                   (Taskcluster: an ``error`` artifact; ``reason``)
+        ├── NoTaskResult                    (iExec)
+        └── ResultNotOnIpfs                 (iExec)
+
+Not here, on purpose: ``_transport.ResponseTooLarge``/``UnsupportedEncoding`` (httpx decoding
+errors, turned into ``ProtocolError`` by the session), ``_iexec_abi.AbiError`` and the CLI's
+``UsageError`` (internal, never raised to users). Public classes name the module users import
+them from, so tracebacks read ``reactive_tasks.TaskNotFound``.
+"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
+from ._redact import shorten
+
+if TYPE_CHECKING:
+    from ._models import TaskEvent
+
 __all__ = [
+    "ArtifactError",
+    "ArtifactNotFound",
     "AuthenticationError",
     "BackendError",
     "BackendUnavailable",
     "ConfigurationError",
+    "EmptyObservation",
+    "InvalidArtifactName",
     "InvalidTaskId",
+    "NoTaskResult",
     "ObservationTimeout",
     "ProtocolError",
     "ReactiveTasksError",
+    "ResultNotOnIpfs",
+    "TaskFailed",
     "TaskNotFound",
     "TransientFault",
 ]
@@ -90,3 +128,63 @@ class TransientFault(ReactiveTasksError):
     def __init__(self, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class EmptyObservation(ReactiveTasksError):
+    """The stream completed without a single event, so there is no last event to return."""
+
+
+class TaskFailed(ReactiveTasksError):
+    """``fail_fast``'s error: a task ended failed, cancelled or timed out; ``event`` says which."""
+
+    def __init__(self, event: TaskEvent[Any]) -> None:
+        # The id shows shortened: for some APIs (Aparavi) the task id is a secret token.
+        super().__init__(
+            f"{event.backend} task {shorten(event.task_id)} ended {event.state.value}"
+            + (f": {event.message}" if event.message else "")
+        )
+        self.event = event
+
+
+class ArtifactNotFound(BackendError):
+    """The queue has no such artifact (or no such run or task) to hand out."""
+
+
+class ArtifactError(BackendError):
+    """The artifact is an ``error`` artifact: the worker reported why it could not upload it."""
+
+    def __init__(
+        self, message: str, *, backend: str = "", task_id: str | None = None, reason: str = ""
+    ) -> None:
+        super().__init__(message, backend=backend, task_id=task_id)
+        self.reason = reason
+
+
+class InvalidArtifactName(ReactiveTasksError, ValueError):
+    """An artifact name that is not a relative path of non-empty segments (no ``.``/``..``)."""
+
+
+class NoTaskResult(BackendError):
+    """The task has no result to download: not completed, or no result uploaded."""
+
+
+class ResultNotOnIpfs(BackendError):
+    """The task's result is stored elsewhere than IPFS (or has no location): no download."""
+
+
+def _public(module: str, *classes: type[BaseException]) -> None:
+    for cls in classes:
+        cls.__module__ = module
+
+
+_public(
+    "reactive_tasks",
+    ReactiveTasksError, InvalidTaskId, ConfigurationError, ObservationTimeout, BackendError,
+    TaskNotFound, AuthenticationError, ProtocolError, BackendUnavailable, EmptyObservation,
+)
+_public("reactive_tasks.compose", TaskFailed)
+_public(
+    "reactive_tasks.backends",
+    TransientFault, ArtifactNotFound, ArtifactError, InvalidArtifactName, NoTaskResult,
+    ResultNotOnIpfs,
+)

@@ -342,7 +342,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     if args.tasks < 1:
         raise UsageError("--tasks must be at least 1")
-    return run_demo(tasks=args.tasks, as_json=args.json, out=sys.stdout, err=sys.stderr)
+    return run_demo(
+        _watch, tasks=args.tasks, as_json=args.json, out=sys.stdout, err=sys.stderr,
+        monitoring_error=EXIT_MONITORING_ERROR,
+    )
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -16,9 +16,8 @@ from pydantic import BaseModel, ConfigDict
 from reactivex import Observable
 from reactivex import operators as ops
 
-from ._errors import ReactiveTasksError
+from ._errors import TaskFailed
 from ._models import TaskEvent, TaskState
-from ._redact import shorten
 
 __all__ = [
     "TaskFailed",
@@ -32,18 +31,6 @@ __all__ = [
 
 AnyEvent = TaskEvent[Any]
 _UNSUCCESSFUL = frozenset({TaskState.FAILED, TaskState.CANCELLED, TaskState.TIMED_OUT})
-
-
-class TaskFailed(ReactiveTasksError):
-    """``fail_fast``'s error: a task ended failed, cancelled or timed out; ``event`` says which."""
-
-    def __init__(self, event: AnyEvent) -> None:
-        # The id shows shortened: for some APIs (Aparavi) the task id is a secret token.
-        super().__init__(
-            f"{event.backend} task {shorten(event.task_id)} ended {event.state.value}"
-            + (f": {event.message}" if event.message else "")
-        )
-        self.event = event
 
 
 class TasksSummary(BaseModel):

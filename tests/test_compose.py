@@ -20,6 +20,7 @@ from reactive_tasks.compose import (
     overall_progress,
 )
 from reactive_tasks.emulator import EmulatorClient
+from reactive_tasks.testing import watched_tasks
 
 S = TaskState
 FAST = PollPolicy(interval=0.01, max_interval=0.04, jitter=0.0, retry_budget=2)
@@ -123,7 +124,7 @@ async def test_compose_across_backends_and_disposal_stops_every_poll(
         await asyncio.sleep(0.1)
         assert emulator.requests()["by_api"]["cloudcoin"] == before
         assert mem.calls["tm"] == mem_calls
-        assert coins._hub_for(asyncio.get_running_loop()).watched == 0
+        assert watched_tasks(coins) == 0
 
 
 async def test_composed_streams_share_polls_with_direct_subscribers(

@@ -25,6 +25,7 @@ from reactive_tasks import (
     wait,
 )
 from reactive_tasks.backends import TransientFault
+from reactive_tasks.testing import watched_tasks
 
 S = TaskState
 FAST = PollPolicy(interval=0.01, max_interval=0.04, jitter=0.0)
@@ -144,7 +145,7 @@ async def test_disposing_last_subscription_stops_polling_at_once(backend: Memory
     await asyncio.sleep(0.08)
     assert backend.calls["t1"] == stopped
     assert not a.done.is_set() and not b.done.is_set(), "disposal sends no notifications"
-    assert backend._hub_for(asyncio.get_running_loop()).watched == 0
+    assert watched_tasks(backend) == 0
 
 
 async def test_due_tasks_are_batched_into_one_fetch_many(backend: MemoryBackend) -> None:
@@ -336,7 +337,7 @@ async def test_wait_timeout_raises_observation_timeout(backend: MemoryBackend) -
     with pytest.raises(ObservationTimeout):
         await wait(backend.observe("t1"), timeout=0.05)
     await asyncio.sleep(0.03)
-    assert backend._hub_for(asyncio.get_running_loop()).watched == 0
+    assert watched_tasks(backend) == 0
 
 
 async def test_status_is_one_fresh_reading_with_retries(backend: MemoryBackend) -> None:
@@ -361,7 +362,7 @@ def test_events_are_delivered_on_the_background_loop_from_plain_threads() -> Non
 
 
 async def test_observe_coroutine_runs_on_the_loop_and_cancels_on_dispose() -> None:
-    from reactive_tasks._engine import observe_coroutine
+    from reactive_tasks._rx import observe_coroutine
 
     assert await wait(observe_coroutine(lambda: asyncio.sleep(0.01, result=42))) == 42
     with pytest.raises(KeyError):
@@ -443,11 +444,10 @@ def test_subscribe_and_dispose_from_many_threads_at_once() -> None:
 
     loop = background_loop()
     asyncio.run_coroutine_threadsafe(asyncio.sleep(0.05), loop).result(5)  # removals land
-    hub = backend._hub_for(loop)
-    assert asyncio.run_coroutine_threadsafe(_watched(hub), loop).result(5) == 0
+    assert asyncio.run_coroutine_threadsafe(_watched(backend, loop), loop).result(5) == 0
     assert received, "events were delivered while subscriptions lived"
     backend.close()
 
 
-async def _watched(hub: Any) -> int:
-    return int(hub.watched)
+async def _watched(backend: Any, loop: asyncio.AbstractEventLoop) -> int:
+    return watched_tasks(backend, loop)

@@ -11,6 +11,7 @@ import pytest
 from reactive_tasks import PollPolicy, TaskState
 from reactive_tasks.backends import CloudCoinBackend
 from reactive_tasks.emulator import EmulatorClient
+from reactive_tasks.testing import watched_tasks
 
 
 def open_sockets() -> int:
@@ -39,7 +40,6 @@ async def test_thousand_subscribe_dispose_cycles_leak_nothing(emulator: Emulator
     sockets0 = open_sockets()
     policy = PollPolicy(interval=0.01, max_interval=0.05)
     backend = CloudCoinBackend(emulator.api_url("cloudcoin"), policy=policy, max_concurrency=8)
-    hub = backend._hub_for(asyncio.get_running_loop())
     for cycle in range(1000):
         got = asyncio.Event()
         sub = backend.observe(ids[cycle % len(ids)]).subscribe(lambda e, got=got: got.set())
@@ -48,7 +48,7 @@ async def test_thousand_subscribe_dispose_cycles_leak_nothing(emulator: Emulator
         else:
             await asyncio.sleep(0)
         sub.dispose()
-        assert hub.watched == 0
+        assert watched_tasks(backend) == 0
     await settle(lambda: len(asyncio.all_tasks()) == tasks0)
     assert len(asyncio.all_tasks()) == tasks0, asyncio.all_tasks()
     assert threading.active_count() == threads0
@@ -83,7 +83,7 @@ async def test_completed_observations_leak_nothing(emulator: EmulatorClient) -> 
         await asyncio.wait_for(done.wait(), 10)
         await settle(lambda: len(asyncio.all_tasks()) == tasks0)
         assert len(asyncio.all_tasks()) == tasks0
-        assert backend._hub_for(asyncio.get_running_loop()).watched == 0
+        assert watched_tasks(backend) == 0
     await settle(lambda: open_sockets() == sockets0)
     assert open_sockets() == sockets0
 

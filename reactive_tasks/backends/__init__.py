@@ -1,6 +1,14 @@
 """One backend per task API; each only translates its API into the shared model."""
 
-from ._base import Backend, Reading, TaskRef, TransientFault
+from .._errors import (
+    ArtifactError,
+    ArtifactNotFound,
+    InvalidArtifactName,
+    NoTaskResult,
+    ResultNotOnIpfs,
+    TransientFault,
+)
+from ._base import Backend, Reading, TaskRef
 from .aparavi import AparaviApiError, AparaviBackend, AparaviStatus, AparaviTask
 from .cloudcoin import CloudCoinBackend, CloudCoinTask
 from .greencloud import (
@@ -11,11 +19,8 @@ from .greencloud import (
     GreenCloudRecord,
     GreenCloudTask,
 )
-from .iexec import IExecBackend, IExecDeal, IExecDealEvent, IExecTask, NoTaskResult, ResultNotOnIpfs
+from .iexec import IExecBackend, IExecDeal, IExecDealEvent, IExecTask
 from .taskcluster import (
-    ArtifactError,
-    ArtifactNotFound,
-    InvalidArtifactName,
     TaskclusterArtifact,
     TaskclusterBackend,
     TaskclusterCredentials,

@@ -1,5 +1,7 @@
 """CloudCoin Coin Manager: the local wallet REST API's task endpoint (``GET /api/v1/task/{id}``).
 
+Pure translation over the session: the models it reads, the id rule, the request, the reading.
+
 Every asynchronous wallet call returns a task GUID; this backend polls it. The API answers HTTP
 200 even for errors, with an envelope ``{"status": "error", "payload": {"code", "message"}}``.
 """
@@ -86,16 +88,20 @@ class CloudCoinBackend(Backend[CloudCoinTask]):
 
     async def fetch(self, ref: TaskRef) -> CloudCoinTask:
         path = self.route.format(id=ref.task_id)
-        response = await self.send("GET", path, task_id=ref.task_id)
-        if response.status_code == 404:
+        response = await self.session().request("GET", path, task_id=ref.task_id)
+        return self.read_answer(response.status_code, response.content, path, ref)
+
+    def read_answer(self, status: int, content: bytes, path: str, ref: TaskRef) -> CloudCoinTask:
+        """One task answer as a snapshot, or the typed error it stands for."""
+        if status == 404:
             try:
-                _Envelope.model_validate_json(response.content)
+                _Envelope.model_validate_json(content)
             except ValueError:
                 raise self.wrong_url(path, ref.task_id) from None
             raise TaskNotFound("HTTP 404: no such task", backend=self.name, task_id=ref.task_id)
-        if response.status_code != 200:
-            raise self.protocol_error(f"unexpected HTTP {response.status_code}", ref.task_id)
-        envelope = self.parse(_Envelope, response.content, ref.task_id)
+        if status != 200:
+            raise self.protocol_error(f"unexpected HTTP {status}", ref.task_id)
+        envelope = self.parse(_Envelope, content, ref.task_id)
         if envelope.status == "error":
             self._raise_api_error(self.parse(CloudCoinApiError, envelope.payload, ref.task_id), ref)
         task = self.parse(CloudCoinTask, envelope.payload, ref.task_id)

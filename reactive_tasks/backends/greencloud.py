@@ -338,7 +338,7 @@ class GreenCloudBackend(Backend[GreenCloudTask]):
             else:
                 unresolved.append((ref, entry))
         if unresolved:
-            limiter = self._scope().limiter
+            limiter = self.session().limiter
 
             async def resolve(
                 ref: TaskRef, entry: GreenCloudListEntry | None

@@ -26,16 +26,19 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError
 from reactivex import Observable
 from reactivex import operators as ops
 
-from .._engine import fetch_once, observe_coroutine
 from .._errors import (
     BackendError,
     ConfigurationError,
     InvalidTaskId,
+    NoTaskResult,
+    ResultNotOnIpfs,
     TaskNotFound,
     TransientFault,
 )
+from .._hub import fetch_once
 from .._models import TaskEvent, TaskState
 from .._policy import PollPolicy
+from .._rx import observe_coroutine
 from . import _iexec_abi as abi
 from ._answers import entries_by_key
 from ._base import Backend, Reading, TaskRef
@@ -121,14 +124,6 @@ DEFAULT_IPFS_GATEWAY = CHAINS["arbitrum-mainnet"].ipfs_gateway
 
 
 # -- errors ---------------------------------------------------------------------------------
-
-
-class NoTaskResult(BackendError):
-    """The task has no result to download: not completed, or no result uploaded."""
-
-
-class ResultNotOnIpfs(BackendError):
-    """The task's result is stored elsewhere than IPFS (or has no location): no download."""
 
 
 # -- models ---------------------------------------------------------------------------------

@@ -29,20 +29,21 @@ from pydantic import BaseModel, ConfigDict, Field
 from reactivex import Observable
 from reactivex import operators as ops
 
-from .._engine import observe_coroutine
 from .._errors import (
+    ArtifactError,
+    ArtifactNotFound,
     AuthenticationError,
-    BackendError,
     BackendUnavailable,
     ConfigurationError,
+    InvalidArtifactName,
     InvalidTaskId,
     ProtocolError,
-    ReactiveTasksError,
     TaskNotFound,
 )
 from .._models import TaskEvent, TaskState
 from .._policy import PollPolicy
 from .._redact import install_log_filters
+from .._rx import observe_coroutine
 from ._answers import entries_by_key, next_page
 from ._base import Backend, Reading, TaskRef
 
@@ -207,24 +208,6 @@ class _ErrorBody(BaseModel):
 
 
 # -- errors and credentials ------------------------------------------------------------------
-
-
-class ArtifactNotFound(BackendError):
-    """The queue has no such artifact (or no such run or task) to hand out."""
-
-
-class ArtifactError(BackendError):
-    """The artifact is an ``error`` artifact: the worker reported why it could not upload it."""
-
-    def __init__(
-        self, message: str, *, backend: str = "", task_id: str | None = None, reason: str = ""
-    ) -> None:
-        super().__init__(message, backend=backend, task_id=task_id)
-        self.reason = reason
-
-
-class InvalidArtifactName(ReactiveTasksError, ValueError):
-    """An artifact name that is not a relative path of non-empty segments (no ``.``/``..``)."""
 
 
 @dataclass(frozen=True)

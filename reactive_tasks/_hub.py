@@ -1,9 +1,10 @@
-"""The poll hub: one loop per backend and event loop that polls every watched task.
+"""The poll hub: one per backend and event loop, polling every task watched through it.
 
 A hub keeps one *watch* per task (ref-counted by its subscriptions), polls due tasks together
-through the source's ``fetch_many``, turns answers into events when the change key moves, and
-applies the poll policy to faults. All timers live on the hub's asyncio loop; nothing here starts
-a thread. Backends plug in through the small ``PollSource`` protocol and are never imported.
+through the source's ``fetch_many`` in chunks of the source's batch size, turns answers into
+events when the change key moves, and applies the poll policy to faults. All timers live on the
+hub's asyncio loop; nothing here starts a thread. Hubs are owned by the registry below, keyed by
+(backend, loop); the backend holds none.
 """
 
 from __future__ import annotations
@@ -14,186 +15,35 @@ import heapq
 import logging
 import math
 import random
+import threading
+import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Sequence
-from contextvars import ContextVar
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Generic, NamedTuple, Protocol, TypeVar
+from typing import Any, Generic, TypeVar
 
-import httpx
-import reactivex
-from pydantic import ValidationError
-from reactivex import Observable, abc
-from reactivex.disposable import Disposable
+from reactivex import abc
 
-from ._errors import (
-    BackendError,
-    BackendUnavailable,
-    ObservationTimeout,
-    ProtocolError,
-    TaskNotFound,
-    TransientFault,
-)
-from ._log import log_poll_fault
-from ._models import TaskEvent, TaskState
+from ._errors import BackendError, ObservationTimeout, TransientFault
+from ._models import TaskEvent
 from ._policy import PollPolicy
-from ._runtime import current_or_background_loop, in_loop_thread, on_background_loop
-from ._transport import ResponseTooLarge
+from ._retry import call_with_retries, is_timeout, protocol_error, retry_delay, verdict
+from ._runtime import on_background_loop
+from ._types import Reading, Source, TaskRef, request_timeout_var
 
-__all__ = [
-    "Outcome",
-    "PollHub",
-    "PollSource",
-    "Reading",
-    "TaskRef",
-    "call_with_retries",
-    "current_request_timeout",
-    "fetch_once",
-    "is_transient",
-    "observe_coroutine",
-    "observe_ref",
-]
+__all__ = ["PollHub", "fetch_once", "hub_for", "hubs_of", "release_hub"]
 
 logger = logging.getLogger("reactive_tasks")
 
 S = TypeVar("S")
-T = TypeVar("T")
 
 _TICK_SLACK = 0.002  # polls due within this many seconds of a tick join its batch
 _STALL = 0.01  # a callback holding the loop longer than this is remembered as a stall
 
-_request_timeout: ContextVar[float | None] = ContextVar("reactive_tasks_timeout", default=None)
-
-
-def current_request_timeout() -> float | None:
-    """The request timeout of the poll or read running in this context, when the engine set
-    one: backends send with it, so that a policy given to ``observe()`` reaches the wire."""
-    return _request_timeout.get()
-
-
-@dataclass(frozen=True, slots=True)
-class TaskRef:
-    """What identifies one watched task: its id plus any extra identity (a deal id, a pool)."""
-
-    task_id: str
-    identity: tuple[tuple[str, str], ...] = ()
-
-    def get(self, name: str) -> str | None:
-        """The extra identity value ``name``, or None."""
-        for key, value in self.identity:
-            if key == name:
-                return value
-        return None
-
-
-class Reading(NamedTuple):
-    """A backend's reading of one snapshot in the shared vocabulary."""
-
-    state: TaskState
-    native_status: str
-    progress: float | None = None
-    message: str | None = None
-
-
-Outcome = tuple[TaskRef, "S | BaseException"]
-
-
-class PollSource(Protocol):
-    """What the engine needs from a backend; ``backends._base.Backend`` implements it."""
-
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def max_batch(self) -> int | None: ...
-
-    def fetch_many(self, refs: Sequence[TaskRef]) -> AsyncIterator[tuple[TaskRef, Any]]: ...
-
-    def interpret(self, snapshot: Any, ref: TaskRef) -> Reading: ...
-
-    def change_key(self, snapshot: Any, reading: Reading) -> Hashable: ...
-
-    def display_id(self, task_id: str) -> str: ...
-
-
-def is_transient(exc: BaseException) -> bool:
-    """True for faults worth another try: transport errors, timeouts, 5xx/429 answers."""
-    if isinstance(exc, ResponseTooLarge):
-        return False
-    return isinstance(exc, TransientFault | httpx.TransportError | TimeoutError | OSError)
-
-
-def _verdict(
-    source: PollSource,
-    ref: TaskRef,
-    exc: BaseException,
-    failures: int,
-    age: float,
-    policy: PollPolicy,
-) -> Exception | None:
-    """The error that ends an observation under ``policy`` after a failed poll, or None to retry.
-
-    ``failures`` already counts this failure; ``age`` is how long the observation has run.
-    """
-    shown = source.display_id(ref.task_id) if ref.task_id else None
-    if isinstance(exc, TaskNotFound) and age < policy.creation_grace:
-        return None
-    if isinstance(exc, BackendError):
-        return exc
-    if is_transient(exc):
-        log_poll_fault(source.name, shown, exc, failures, policy.retry_budget)
-        if not policy.exhausted(failures):
-            return None
-        gave_up = BackendUnavailable(
-            f"gave up after {failures} consecutive failed polls; "
-            f"last: {_describe(exc, policy.request_timeout)}",
-            backend=source.name,
-            task_id=shown,
-        )
-        gave_up.__cause__ = exc
-        return gave_up
-    return _protocol_error(source, ref, exc)
-
-
-def _retry_delay(exc: BaseException, failures: int, grace_left: float, policy: PollPolicy) -> float:
-    """How long to wait before polling again after a fault that ended no observation."""
-    if isinstance(exc, TaskNotFound):
-        return min(policy.interval, max(grace_left, 0.0))
-    retry_after = exc.retry_after if isinstance(exc, TransientFault) else None
-    return policy.retry_delay(failures, retry_after)
-
-
-def _is_timeout(exc: BaseException) -> bool:
-    return isinstance(exc, httpx.TimeoutException | TimeoutError)
-
-
-def _protocol_error(
-    source: PollSource, ref: TaskRef, exc: BaseException, doing: str = "read"
-) -> ProtocolError:
-    """An unexpected exception while handling an answer, as the typed error it stands for."""
-    shown = source.display_id(ref.task_id) if ref.task_id else None
-    err = ProtocolError(
-        f"could not {doing} the answer: {_describe(exc)}", backend=source.name, task_id=shown
-    )
-    err.__cause__ = exc
-    return err
-
-
-def _describe(exc: BaseException, request_timeout: float | None = None) -> str:
-    if _is_timeout(exc):
-        text = str(exc)
-        if text.startswith("request timed out after") or request_timeout is None:
-            return text or "request timed out"
-        return f"request timed out after {request_timeout:g} s"
-    if isinstance(exc, ValidationError):
-        return f"response does not validate ({exc.error_count()} errors)"
-    text = str(exc) or type(exc).__name__
-    return f"{type(exc).__name__}: {text}" if not isinstance(exc, TransientFault) else text
-
 
 def _make_event(
-    source: PollSource, ref: TaskRef, snapshot: Any, reading: Reading, sequence: int
+    source: Source, ref: TaskRef, snapshot: Any, reading: Reading, sequence: int
 ) -> TaskEvent[Any]:
     return TaskEvent[Any](
         backend=source.name,
@@ -209,7 +59,7 @@ def _make_event(
     )
 
 
-def _read(source: PollSource, ref: TaskRef, snapshot: Any) -> tuple[Reading, Hashable]:
+def _read(source: Source, ref: TaskRef, snapshot: Any) -> tuple[Reading, Hashable]:
     """Interpret a snapshot; anything a backend cannot read becomes a ``ProtocolError``."""
     try:
         reading = source.interpret(snapshot, ref)
@@ -217,10 +67,10 @@ def _read(source: PollSource, ref: TaskRef, snapshot: Any) -> tuple[Reading, Has
     except BackendError:
         raise
     except Exception as exc:
-        raise _protocol_error(source, ref, exc, "interpret") from exc
+        raise protocol_error(source, ref, exc, "interpret") from exc
 
 
-async def fetch_once(source: PollSource, ref: TaskRef, policy: PollPolicy) -> TaskEvent[S]:
+async def fetch_once(source: Source, ref: TaskRef, policy: PollPolicy) -> TaskEvent[S]:
     """One fresh reading of one task, retrying transient faults under ``policy``."""
 
     async def read() -> TaskEvent[S]:
@@ -235,42 +85,6 @@ async def fetch_once(source: PollSource, ref: TaskRef, policy: PollPolicy) -> Ta
         return event
 
     return await call_with_retries(source, ref, read, policy, wrap_unknown=True)
-
-
-async def call_with_retries(
-    source: PollSource,
-    ref: TaskRef,
-    call: Callable[[], Awaitable[T]],
-    policy: PollPolicy,
-    *,
-    wrap_unknown: bool = False,
-) -> T:
-    """Await ``call()``, retrying transient faults as a poll would (backoff, Retry-After,
-    budget), for one-off reads outside any observation.
-
-    Typed errors pass through; an unexpected exception passes through as is, or with
-    ``wrap_unknown`` becomes a ``ProtocolError`` as it would in a poll.
-    """
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    failures = 0
-    token = _request_timeout.set(policy.request_timeout)
-    try:
-        while True:
-            try:
-                return await call()
-            except Exception as exc:
-                if not wrap_unknown and not isinstance(exc, BackendError) and not is_transient(exc):
-                    raise
-                failures += 1
-                age = loop.time() - started
-                error = _verdict(source, ref, exc, failures, age, policy)
-                if error is not None:
-                    raise error from error.__cause__  # the last fault, if any
-                delay = _retry_delay(exc, failures, policy.creation_grace - age, policy)
-            await asyncio.sleep(delay)
-    finally:
-        _request_timeout.reset(token)
 
 
 @dataclass(eq=False)
@@ -307,7 +121,7 @@ class PollHub(Generic[S]):
     Must be used from its loop's thread only; ``observe_ref`` hops there as needed.
     """
 
-    def __init__(self, source: PollSource, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, source: Source, loop: asyncio.AbstractEventLoop) -> None:
         self._source = source
         self._loop = loop
         self._watches: dict[TaskRef, _Watch] = {}
@@ -485,7 +299,7 @@ class PollHub(Generic[S]):
         # This task's own context: the requests of this batch (and the workers a backend starts
         # for them) use the longest request timeout any subscriber of these tasks asked for.
         timeout = max(w.policy.request_timeout for w in chunk)
-        _request_timeout.set(timeout)
+        request_timeout_var.set(timeout)
         for member in chunk:
             member.deadline = member.polled_at + timeout
         try:
@@ -527,14 +341,14 @@ class PollHub(Generic[S]):
             grace_left = 0.0
             for sub in list(watch.subs):  # each subscription under its own budget and grace
                 age = now - sub.started
-                error = _verdict(self._source, watch.ref, outcome, watch.failures, age, sub.policy)
+                error = verdict(self._source, watch.ref, outcome, watch.failures, age, sub.policy)
                 if error is not None:
                     self._end(sub, error)
                 else:
                     grace_left = max(grace_left, sub.policy.creation_grace - age)
             if watch.closed:
                 return
-            watch.next_due = now + _retry_delay(outcome, watch.failures, grace_left, watch.policy)
+            watch.next_due = now + retry_delay(outcome, watch.failures, grace_left, watch.policy)
             self._push(watch)
             return
         watch.failures = 0
@@ -546,7 +360,7 @@ class PollHub(Generic[S]):
                 event = None
         except Exception as exc:
             if not isinstance(exc, BackendError):
-                exc = _protocol_error(self._source, watch.ref, exc)
+                exc = protocol_error(self._source, watch.ref, exc)
             self._fail(watch, exc)
             return
         if event is not None:
@@ -572,7 +386,7 @@ class PollHub(Generic[S]):
     def _stalled_out(self, watch: _Watch, outcome: BaseException) -> bool:
         """True when a poll timed out while a callback held the loop: its timer ran out behind
         the callback, when an answer that had arrived meanwhile could not be read yet."""
-        if not _is_timeout(outcome):
+        if not is_timeout(outcome):
             return False
         return any(start < watch.deadline <= end for start, end in self._stalls)
 
@@ -662,95 +476,34 @@ def _run_callback(
     return False
 
 
-def observe_ref(
-    hub_for: Callable[[asyncio.AbstractEventLoop], PollHub[S]],
-    ref: TaskRef,
-    policy: PollPolicy,
-) -> Observable[TaskEvent[S]]:
-    """A cold Observable of ``ref``'s events, polled by the hub of the subscriber's loop.
+# -- the hub registry: one hub per (backend, loop), owned here ---------------------------------
 
-    Subscribing inside a running event loop polls on that loop; anywhere else on the shared
-    background loop. Events arrive on the polling loop's thread.
-    """
-
-    def subscribe(
-        observer: abc.ObserverBase[TaskEvent[S]],
-        scheduler: abc.SchedulerBase | None = None,
-    ) -> abc.DisposableBase:
-        loop = current_or_background_loop()
-        hub = hub_for(loop)
-        sub = _Subscription(observer=observer, policy=policy)
-        if in_loop_thread(loop):
-            hub.add(ref, sub)
-        else:
-            loop.call_soon_threadsafe(hub.add, ref, sub)
-
-        def dispose() -> None:
-            if sub.disposed and sub.watch is None:
-                return
-            sub.disposed = True
-            if in_loop_thread(loop):
-                hub.remove(sub)
-            elif not loop.is_closed():
-                loop.call_soon_threadsafe(hub.remove, sub)
-
-        return Disposable(dispose)
-
-    return reactivex.create(subscribe)
+_registry_lock = threading.Lock()
+_PerLoop = weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, "PollHub[Any]"]
+_hubs: weakref.WeakKeyDictionary[Source, _PerLoop] = weakref.WeakKeyDictionary()
 
 
-def _one_off() -> str:
-    return "a one-off read"
+def hub_for(source: Source, loop: asyncio.AbstractEventLoop) -> PollHub[Any]:
+    """The hub polling ``source``'s tasks on ``loop``, made on first use."""
+    with _registry_lock:
+        per_loop = _hubs.get(source)
+        if per_loop is None:
+            per_loop = _hubs[source] = weakref.WeakKeyDictionary()
+        hub = per_loop.get(loop)
+        if hub is None:
+            hub = per_loop[loop] = PollHub(source, loop)
+        return hub
 
 
-def observe_coroutine(factory: Callable[[], Awaitable[T]]) -> Observable[T]:
-    """A cold Observable that runs ``factory()`` on the subscriber's loop and emits its result.
+def release_hub(source: Source, loop: asyncio.AbstractEventLoop) -> PollHub[Any] | None:
+    """Take ``source``'s hub on ``loop`` out of the registry (the caller closes it)."""
+    with _registry_lock:
+        per_loop = _hubs.get(source)
+        return None if per_loop is None else per_loop.pop(loop, None)
 
-    For one-off reads a composed stream needs first (listing a task group, reading a deal):
-    it runs where polling runs, starts no thread, and disposing cancels it.
-    """
 
-    def subscribe(
-        observer: abc.ObserverBase[T], scheduler: abc.SchedulerBase | None = None
-    ) -> abc.DisposableBase:
-        loop = current_or_background_loop()
-        state: dict[str, Any] = {"disposed": False, "task": None}
-
-        async def run() -> None:
-            try:
-                value = await factory()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                if not state["disposed"]:
-                    _run_callback(_one_off, "on_error", observer.on_error, exc)
-                return
-            if not state["disposed"] and _run_callback(
-                _one_off, "on_next", observer.on_next, value
-            ):
-                _run_callback(_one_off, "on_completed", observer.on_completed)
-
-        def start() -> None:
-            if not state["disposed"]:
-                state["task"] = loop.create_task(run())
-
-        def cancel() -> None:
-            task = state["task"]
-            if task is not None:
-                task.cancel()
-
-        if in_loop_thread(loop):
-            start()
-        else:
-            loop.call_soon_threadsafe(start)
-
-        def dispose() -> None:
-            state["disposed"] = True
-            if in_loop_thread(loop):
-                cancel()
-            elif not loop.is_closed():
-                loop.call_soon_threadsafe(cancel)
-
-        return Disposable(dispose)
-
-    return reactivex.create(subscribe)
+def hubs_of(source: Source) -> dict[asyncio.AbstractEventLoop, PollHub[Any]]:
+    """Every hub of ``source`` now in the registry, by loop."""
+    with _registry_lock:
+        per_loop = _hubs.get(source)
+        return {} if per_loop is None else dict(per_loop)

@@ -1,0 +1,118 @@
+"""The Rx bridge: cold Observables over the engine, subscribed on the subscriber's loop (or the
+shared background loop) and disposed from any thread."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import reactivex
+from reactivex import Observable, abc
+from reactivex.disposable import Disposable
+
+from ._hub import PollHub, _run_callback, _Subscription
+from ._models import TaskEvent
+from ._policy import PollPolicy
+from ._runtime import current_or_background_loop, in_loop_thread
+from ._types import TaskRef
+
+__all__ = ["observe_coroutine", "observe_ref"]
+
+S = TypeVar("S")
+T = TypeVar("T")
+
+
+def observe_ref(
+    hub_for: Callable[[asyncio.AbstractEventLoop], PollHub[S]],
+    ref: TaskRef,
+    policy: PollPolicy,
+) -> Observable[TaskEvent[S]]:
+    """A cold Observable of ``ref``'s events, polled by the hub of the subscriber's loop.
+
+    Subscribing inside a running event loop polls on that loop; anywhere else on the shared
+    background loop. Events arrive on the polling loop's thread.
+    """
+
+    def subscribe(
+        observer: abc.ObserverBase[TaskEvent[S]],
+        scheduler: abc.SchedulerBase | None = None,
+    ) -> abc.DisposableBase:
+        loop = current_or_background_loop()
+        hub = hub_for(loop)
+        sub = _Subscription(observer=observer, policy=policy)
+        if in_loop_thread(loop):
+            hub.add(ref, sub)
+        else:
+            loop.call_soon_threadsafe(hub.add, ref, sub)
+
+        def dispose() -> None:
+            if sub.disposed and sub.watch is None:
+                return
+            sub.disposed = True
+            if in_loop_thread(loop):
+                hub.remove(sub)
+            elif not loop.is_closed():
+                loop.call_soon_threadsafe(hub.remove, sub)
+
+        return Disposable(dispose)
+
+    return reactivex.create(subscribe)
+
+
+def _one_off() -> str:
+    return "a one-off read"
+
+
+def observe_coroutine(factory: Callable[[], Awaitable[T]]) -> Observable[T]:
+    """A cold Observable that runs ``factory()`` on the subscriber's loop and emits its result.
+
+    For one-off reads a composed stream needs first (listing a task group, reading a deal):
+    it runs where polling runs, starts no thread, and disposing cancels it.
+    """
+
+    def subscribe(
+        observer: abc.ObserverBase[T], scheduler: abc.SchedulerBase | None = None
+    ) -> abc.DisposableBase:
+        loop = current_or_background_loop()
+        state: dict[str, Any] = {"disposed": False, "task": None}
+
+        async def run() -> None:
+            try:
+                value = await factory()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if not state["disposed"]:
+                    _run_callback(_one_off, "on_error", observer.on_error, exc)
+                return
+            if not state["disposed"] and _run_callback(
+                _one_off, "on_next", observer.on_next, value
+            ):
+                _run_callback(_one_off, "on_completed", observer.on_completed)
+
+        def start() -> None:
+            if not state["disposed"]:
+                state["task"] = loop.create_task(run())
+
+        def cancel() -> None:
+            task = state["task"]
+            if task is not None:
+                task.cancel()
+
+        if in_loop_thread(loop):
+            start()
+        else:
+            loop.call_soon_threadsafe(start)
+
+        def dispose() -> None:
+            state["disposed"] = True
+            if in_loop_thread(loop):
+                cancel()
+            elif not loop.is_closed():
+                loop.call_soon_threadsafe(cancel)
+
+        return Disposable(dispose)
+
+    return reactivex.create(subscribe)
+

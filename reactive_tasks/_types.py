@@ -1,0 +1,91 @@
+"""The contract between the engine and the sources: what a task is, what a reading says, and
+the ``Source`` protocol a backend implements. No I/O here; the engine and sessions import it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Hashable, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Protocol, TypeVar
+
+from ._models import TaskState
+
+__all__ = [
+    "Outcome",
+    "PollSource",
+    "Reading",
+    "Source",
+    "TaskRef",
+    "current_request_timeout",
+    "in_poll",
+]
+
+S = TypeVar("S")
+
+#: The poll context: the request timeout of the poll or retried read running in this context.
+request_timeout_var: ContextVar[float | None] = ContextVar("reactive_tasks_timeout", default=None)
+
+
+def current_request_timeout() -> float | None:
+    """The request timeout of the poll or read running in this context, when the engine set
+    one: sessions send with it, so that a policy given to ``observe()`` reaches the wire."""
+    return request_timeout_var.get()
+
+
+def in_poll() -> bool:
+    """True inside a poll or a retried read: the engine retries there, so a session must not."""
+    return request_timeout_var.get() is not None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRef:
+    """What identifies one watched task: its id plus any extra identity (a deal id, a pool)."""
+
+    task_id: str
+    identity: tuple[tuple[str, str], ...] = ()
+
+    def get(self, name: str) -> str | None:
+        """The extra identity value ``name``, or None."""
+        for key, value in self.identity:
+            if key == name:
+                return value
+        return None
+
+
+class Reading(NamedTuple):
+    """A backend's reading of one snapshot in the shared vocabulary."""
+
+    state: TaskState
+    native_status: str
+    progress: float | None = None
+    message: str | None = None
+
+
+Outcome = tuple[TaskRef, "S | BaseException"]
+
+
+class Source(Protocol):
+    """What the engine needs from a backend: pure translation, no I/O state of its own.
+
+    ``fetch_many`` is the only batch hook: it yields ``(ref, snapshot or exception)`` for the
+    refs it is given (at most ``max_batch`` of them; the hub splits). A source without a batch
+    endpoint implements it with ``Session.each`` over a per-task read.
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def max_batch(self) -> int | None: ...
+
+    def fetch_many(self, refs: Sequence[TaskRef]) -> AsyncIterator[tuple[TaskRef, Any]]: ...
+
+    def interpret(self, snapshot: Any, ref: TaskRef) -> Reading: ...
+
+    def change_key(self, snapshot: Any, reading: Reading) -> Hashable: ...
+
+    def display_id(self, task_id: str) -> str: ...
+
+
+#: The name the engine used before the split; same protocol.
+PollSource = Source
