@@ -160,6 +160,11 @@ class Session:
         """
         if idempotent is None:
             idempotent = method in ("GET", "HEAD")
+        if idempotent and in_poll():  # the hot path: the hub retries polls itself
+            return await self.send(
+                method, url_or_path, task_id=task_id, params=params, json=json,
+                headers=headers, stream=stream, follow_redirects=follow_redirects,
+            )
 
         def once() -> Awaitable[httpx.Response]:
             return self.send(
@@ -169,8 +174,6 @@ class Session:
 
         if not idempotent:
             return await self.send_once(once(), what=what or f"{method} request", task_id=task_id)
-        if in_poll():
-            return await once()
         ref = TaskRef("" if task_id is None else task_id)
         return await call_with_retries(self.owner, ref, once, self.owner.policy)  # type: ignore[arg-type]
 
@@ -195,8 +198,10 @@ class Session:
         call = _Call(method, url, task_id, params, body, headers, stream)
         for _ in range(_MAX_REDIRECTS + 1):
             response = await self._authorized(call)
+            if not follow_redirects or response.status_code not in _REDIRECTS:
+                return response
             location = response.headers.get("location")
-            if not follow_redirects or response.status_code not in _REDIRECTS or not location:
+            if not location:
                 return response
             await response.aclose()
             call.url = urljoin(call.url, location)

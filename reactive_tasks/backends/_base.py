@@ -159,7 +159,7 @@ class Backend(ABC, Generic[SnapshotT]):
         extra = tuple(sorted((k, v) for k, v in identity.items() if v is not None))
         return TaskRef(canonical, extra)
 
-    async def fetch_many(
+    def fetch_many(
         self, refs: Sequence[TaskRef]
     ) -> AsyncIterator[tuple[TaskRef, SnapshotT | BaseException]]:
         """Read many tasks, yielding each answer as it arrives (or the error that replaced it).
@@ -167,8 +167,7 @@ class Backend(ABC, Generic[SnapshotT]):
         The default fans out ``fetch`` under the backend's concurrency cap; APIs that answer many
         tasks in one request override it.
         """
-        async for item in self.session().each(refs, self.fetch):
-            yield item
+        return self.session().each(refs, self.fetch)
 
     # -- the public API ----------------------------------------------------------------------
 
@@ -306,7 +305,9 @@ class Backend(ABC, Generic[SnapshotT]):
 
     def session(self) -> Session:
         """This backend's HTTP session on the running event loop."""
-        return self._scope_for(asyncio.get_running_loop()).session
+        loop = asyncio.get_running_loop()
+        scope = self._scopes.get(loop)  # no lock on the hot path: the entry only ever appears
+        return (scope or self._scope_for(loop)).session
 
     def _scope(self) -> _LoopScope:
         return self._scope_for(asyncio.get_running_loop())
