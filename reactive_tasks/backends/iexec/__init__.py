@@ -6,8 +6,12 @@ results, chain presets, JSON-RPC and ABI helpers live in their own modules besid
 
 from ..._errors import NoTaskResult, ResultNotOnIpfs
 from ._chains import CHAINS, DEFAULT_IPFS_GATEWAY, IExecChain
+from ._deals import DealEventKind as DealEventKind
 from ._deals import IExecDeal, IExecDealEvent, IExecResource
+from ._source import COMPLETED as COMPLETED
+from ._source import FAILED as FAILED
 from ._source import STATUS_NAMES, IExecBackend, IExecTask, IExecTaskResults
+from ._source import StatusName as StatusName
 
 __all__ = [
     "CHAINS",

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import reactivex
 from pydantic import BaseModel, ConfigDict
 from reactivex import Observable
 from reactivex import operators as ops
 
-from ..._errors import BackendError, TaskNotFound, TransientFault
+from ..._errors import BackendError, ConfigurationError, TaskNotFound, TransientFault
 from ..._models import TaskEvent, TaskState
 from ..._policy import PollPolicy
 from ..._rx import observe_coroutine
@@ -22,7 +22,7 @@ from ._rpc import call_batch
 if TYPE_CHECKING:
     from ._source import IExecBackend, IExecTask
 
-__all__ = ["IExecDeal", "IExecDealEvent", "IExecResource", "deals_for", "observe_deal"]
+__all__ = ["DealObservation", "IExecDeal", "IExecDealEvent", "IExecResource", "deals_for"]
 
 DealEventKind = Literal["DEAL_UPDATED", "DEAL_COMPLETED", "DEAL_TIMEDOUT"]
 _NULL_ADDRESS = "0x" + "00" * 20
@@ -175,7 +175,27 @@ async def _work_clock(backend: IExecBackend, category: int, shown: str | None) -
 # -- observing a deal ---------------------------------------------------------------------------
 
 
-def observe_deal(
+class DealObservation:
+    """``IExecBackend.observe_deal``."""
+
+    def observe_deal(
+        self, deal_id: str, *, policy: PollPolicy | None = None
+    ) -> Observable[IExecDealEvent]:
+        """One stream over all ``botSize`` tasks of a deal, like the SDK's ``obsDeal``.
+
+        After every task has reported once, each task event gives one ``IExecDealEvent``
+        with the counts of completed and failed tasks; the stream completes (after a
+        DEAL_COMPLETED or DEAL_TIMEDOUT event) when every task has ended. Task polls go
+        through the engine, batched with every other watched task.
+        """
+        backend = cast("IExecBackend", self)  # the mixin's only host
+        deal_id = backend._deal_id(deal_id)
+        if policy is not None and not isinstance(policy, PollPolicy):
+            raise ConfigurationError("policy must be a PollPolicy")
+        return _observe_deal(backend, deal_id, policy)
+
+
+def _observe_deal(
     backend: IExecBackend, deal_id: str, policy: PollPolicy | None
 ) -> Observable[IExecDealEvent]:
     """Read the deal (transient faults retried), then merge the streams of all its tasks."""

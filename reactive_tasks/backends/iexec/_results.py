@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from ..._errors import NoTaskResult, ResultNotOnIpfs
 
 if TYPE_CHECKING:
     from ._source import IExecBackend
 
-async def fetch_results(backend: IExecBackend, task_id: str) -> bytes:
-    """Download a completed task's result archive, like the SDK's ``fetchResults``.
+class ResultDownload:
+    """``IExecBackend.fetch_results``."""
 
-    The gateway is another origin: the session sends it none of the RPC's headers.
-    """
+    async def fetch_results(self, task_id: str) -> bytes:
+        """Download a completed task's result archive from the IPFS gateway, like the SDK's
+        ``fetchResults``.
+
+        Raises ``NoTaskResult`` when the task is not completed or has no result,
+        ``ResultNotOnIpfs`` when it is stored elsewhere; gateway faults raise
+        ``BackendUnavailable`` (5xx, 429, network) or ``ProtocolError`` (any other status).
+        """
+        return await _fetch_results(cast("IExecBackend", self), task_id)  # the only host
+
+
+async def _fetch_results(backend: IExecBackend, task_id: str) -> bytes:
+    """The download; the gateway is another origin: the session sends it no RPC headers."""
     task = (await backend.status(task_id)).snapshot
     shown, name = task.taskid, backend.name
     if task.statusName != "COMPLETED":

@@ -27,8 +27,8 @@ from ..._policy import PollPolicy
 from .._base import Backend, Reading, TaskRef
 from . import _abi as abi
 from ._chains import CHAINS, DEFAULT_IPFS_GATEWAY, chain_preset
-from ._deals import IExecDeal, IExecDealEvent, deals_for, observe_deal
-from ._results import fetch_results
+from ._deals import DealObservation, IExecDeal, deals_for
+from ._results import ResultDownload
 from ._rpc import call_batch
 
 __all__ = ["STATUS_NAMES", "IExecBackend", "IExecTask", "IExecTaskResults"]
@@ -93,11 +93,12 @@ class IExecTask(BaseModel):
     resultsCallback: str | None = None
 
 
-class IExecBackend(Backend[IExecTask]):
+class IExecBackend(DealObservation, ResultDownload, Backend[IExecTask]):
     """Watches iExec tasks on a PoCo hub through an Ethereum JSON-RPC endpoint.
 
     ``observe(task_id, deal_id=...)`` emits the SDK's ``obsTask`` messages as event kinds and
-    its ``statusName`` as ``native_status``; ``fetch_results`` downloads an IPFS result.
+    its ``statusName`` as ``native_status``; ``observe_deal`` (``_deals``) watches every task of
+    a deal, ``fetch_results`` (``_results``) downloads an IPFS result.
     """
 
     name = "iexec"
@@ -155,6 +156,9 @@ class IExecBackend(Backend[IExecTask]):
     def validate_task_id(self, task_id: str) -> str:
         return _bytes32(task_id, "task id")
 
+    def _deal_id(self, deal_id: str) -> str:
+        return _bytes32(deal_id, "deal id")
+
     def observe(
         self, task_id: str, *, deal_id: str | None = None, policy: PollPolicy | None = None
     ) -> Observable[TaskEvent[IExecTask]]:
@@ -172,35 +176,8 @@ class IExecBackend(Backend[IExecTask]):
         return await self._status(self._ref(task_id, deal_id))
 
     def _ref(self, task_id: str, deal_id: str | None) -> TaskRef:
-        deal = None if deal_id is None else _bytes32(deal_id, "deal id")
+        deal = None if deal_id is None else self._deal_id(deal_id)
         return self.task_ref(task_id, deal_id=deal)
-
-    # -- extras (see _deals and _results) --------------------------------------------------
-
-    def observe_deal(
-        self, deal_id: str, *, policy: PollPolicy | None = None
-    ) -> Observable[IExecDealEvent]:
-        """One stream over all ``botSize`` tasks of a deal, like the SDK's ``obsDeal``.
-
-        After every task has reported once, each task event gives one ``IExecDealEvent``
-        with the counts of completed and failed tasks; the stream completes (after a
-        DEAL_COMPLETED or DEAL_TIMEDOUT event) when every task has ended. Task polls go
-        through the engine, batched with every other watched task.
-        """
-        deal_id = _bytes32(deal_id, "deal id")
-        if policy is not None and not isinstance(policy, PollPolicy):
-            raise ConfigurationError("policy must be a PollPolicy")
-        return observe_deal(self, deal_id, policy)
-
-    async def fetch_results(self, task_id: str) -> bytes:
-        """Download a completed task's result archive from the IPFS gateway, like the SDK's
-        ``fetchResults``.
-
-        Raises ``NoTaskResult`` when the task is not completed or has no result,
-        ``ResultNotOnIpfs`` when it is stored elsewhere; gateway faults raise
-        ``BackendUnavailable`` (5xx, 429, network) or ``ProtocolError`` (any other status).
-        """
-        return await fetch_results(self, task_id)
 
     # -- reading tasks -------------------------------------------------------------------
 
