@@ -42,6 +42,14 @@ async def collect(backend: IExecBackend, refs: list[Any]) -> dict[str, Any]:
     return {ref.task_id: outcome async for ref, outcome in backend.fetch_many(refs)}
 
 
+async def watch_to_the_end(backend: IExecBackend, tasks: list[str]) -> list[Any]:
+    """Every task's last event, all watched at once; the backend is closed after."""
+    try:
+        return list(await asyncio.gather(*(wait(backend.observe(t)) for t in tasks)))
+    finally:
+        await backend.aclose()
+
+
 async def first_snapshots(backend: IExecBackend, tasks: list[str]) -> dict[str, Any]:
     """Each task's first reading, all watched at once: the hub reads them in one round."""
     events = await asyncio.gather(*(wait(backend.observe(t).pipe(ops.first())) for t in tasks))
@@ -72,10 +80,7 @@ async def test_batch_size_is_the_size_of_every_json_rpc_batch(emulator: Emulator
         emulator.api_url("iexec") + "/rpc", HUB_ADDRESS, batch_size=500, policy=FAST,
         transport=transport,
     )
-    try:
-        finals = await asyncio.gather(*(wait(backend.observe(t)) for t in tasks))
-    finally:
-        await backend.aclose()
+    finals = await watch_to_the_end(backend, tasks)
     assert {f.native_status for f in finals} == {"COMPLETED"}
     counts = emulator.requests()["by_task"]
     assert all(counts[t] == 1 for t in tasks)  # one round reads all 600
@@ -120,10 +125,7 @@ async def test_observed_tasks_are_polled_together(emulator: EmulatorClient) -> N
     backend = IExecBackend(
         emulator.api_url("iexec") + "/rpc", HUB_ADDRESS, policy=FAST, transport=transport
     )
-    try:
-        finals = await asyncio.gather(*(wait(backend.observe(t)) for t in tasks))
-    finally:
-        await backend.aclose()
+    finals = await watch_to_the_end(backend, tasks)
     assert {f.native_status for f in finals} == {"COMPLETED"}
     counts = emulator.requests()["by_task"]
     assert all(counts[t] == 4 for t in tasks)  # 4 polls each, never more
