@@ -198,11 +198,16 @@ class DealObservation:
 def _observe_deal(
     backend: IExecBackend, deal_id: str, policy: PollPolicy | None
 ) -> Observable[IExecDealEvent]:
-    """Read the deal (transient faults retried), then merge the streams of all its tasks."""
+    """Read the deal (transient faults, even a JSON-RPC reply's, retried under ``policy``),
+    then merge the streams of all its tasks."""
 
     async def read() -> IExecDeal:
         try:
-            return await read_deal(backend, deal_id, None)
+            return await backend.session().retried(
+                lambda: read_deal(backend, deal_id, None),
+                task_id=deal_id,
+                policy=policy,
+            )
         except BackendError as exc:
             if exc.task_id is None:
                 exc.task_id = f"(deal) {deal_id}"
