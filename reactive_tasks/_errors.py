@@ -19,8 +19,8 @@
         └── ResultNotOnIpfs                 (iExec)
 
 Not here, on purpose: ``_transport.ResponseTooLarge``/``UnsupportedEncoding`` (httpx decoding
-errors, turned into ``ProtocolError`` by the session), ``_iexec_abi.AbiError`` and the CLI's
-``UsageError`` (internal, never raised to users). Public classes name the module users import
+errors, turned into ``ProtocolError`` by the session), ``backends.iexec._abi.AbiError`` and the
+CLI's ``UsageError`` (internal, never raised to users). Public classes name the module users import
 them from, so tracebacks read ``reactive_tasks.TaskNotFound``.
 """
 

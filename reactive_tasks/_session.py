@@ -175,8 +175,23 @@ class Session:
 
         if not idempotent:
             return await self.send_once(once(), what=what or f"{method} request", task_id=task_id)
+        return await self.retried(once, task_id=task_id)
+
+    async def retried(
+        self,
+        read: Callable[[], Awaitable[T]],
+        *,
+        task_id: str | None = None,
+        policy: PollPolicy | None = None,
+    ) -> T:
+        """``read()``, an idempotent read of one or more requests and their parsing, retried
+        as one unit under ``policy`` (default: the backend's) outside a poll; inside a poll
+        awaited once (the hub retries). Requests within it are sent once each."""
+        if in_poll():
+            return await read()
         ref = TaskRef("" if task_id is None else task_id)
-        return await call_with_retries(self.owner, ref, once, self.owner.policy)  # type: ignore[arg-type]
+        chosen = policy or self.owner.policy
+        return await call_with_retries(self.owner, ref, read, chosen)  # type: ignore[arg-type]
 
     async def send(
         self,

@@ -1,4 +1,4 @@
-"""IExecBackend.fetch_many: one JSON-RPC batch per chunk, one HTTP request each."""
+"""IExecBackend: one JSON-RPC batch per chunk of ``batch_size`` tasks, one HTTP request each."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import httpx
+from reactivex import operators as ops
 
 from reactive_tasks import PollPolicy, TaskNotFound, wait
 from reactive_tasks.backends import IExecBackend, IExecTask
@@ -41,6 +42,20 @@ async def collect(backend: IExecBackend, refs: list[Any]) -> dict[str, Any]:
     return {ref.task_id: outcome async for ref, outcome in backend.fetch_many(refs)}
 
 
+async def watch_to_the_end(backend: IExecBackend, tasks: list[str]) -> list[Any]:
+    """Every task's last event, all watched at once; the backend is closed after."""
+    try:
+        return list(await asyncio.gather(*(wait(backend.observe(t)) for t in tasks)))
+    finally:
+        await backend.aclose()
+
+
+async def first_snapshots(backend: IExecBackend, tasks: list[str]) -> dict[str, Any]:
+    """Each task's first reading, all watched at once: the hub reads them in one round."""
+    events = await asyncio.gather(*(wait(backend.observe(t).pipe(ops.first())) for t in tasks))
+    return {event.task_id: event.snapshot for event in events}
+
+
 async def test_each_chunk_is_one_http_request(emulator: EmulatorClient) -> None:
     _, tasks = create_deal(emulator, [{"status": "ACTIVE"}], count=7)
     transport = RecordingTransport()
@@ -48,13 +63,30 @@ async def test_each_chunk_is_one_http_request(emulator: EmulatorClient) -> None:
         emulator.api_url("iexec") + "/rpc", HUB_ADDRESS, batch_size=3, transport=transport
     )
     try:
-        outcomes = await collect(backend, [backend.task_ref(t) for t in tasks])
+        outcomes = await first_snapshots(backend, tasks)
     finally:
         await backend.aclose()
     assert set(outcomes) == set(tasks)
     assert all(isinstance(o, IExecTask) and o.statusName == "ACTIVE" for o in outcomes.values())
     assert transport.batches == [3, 3, 1]
     assert rpc_requests(emulator) == 3
+
+
+async def test_batch_size_is_the_size_of_every_json_rpc_batch(emulator: EmulatorClient) -> None:
+    # issue 11: IExecBackend(batch_size=500) once still sent JSON-RPC batches of 100
+    _, tasks = create_deal(emulator, [{"status": "COMPLETED"}], count=600)
+    transport = RecordingTransport()
+    backend = IExecBackend(
+        emulator.api_url("iexec") + "/rpc", HUB_ADDRESS, batch_size=500, policy=FAST,
+        transport=transport,
+    )
+    finals = await watch_to_the_end(backend, tasks)
+    assert {f.native_status for f in finals} == {"COMPLETED"}
+    counts = emulator.requests()["by_task"]
+    assert all(counts[t] == 1 for t in tasks)  # one round reads all 600
+    # that round: one request of 500 calls and one of 100, counted at the emulator
+    assert rpc_requests(emulator) == 2
+    assert sorted(transport.batches) == [100, 500]
 
 
 async def test_a_round_of_many_tasks_is_one_request(emulator: EmulatorClient) -> None:
@@ -93,10 +125,7 @@ async def test_observed_tasks_are_polled_together(emulator: EmulatorClient) -> N
     backend = IExecBackend(
         emulator.api_url("iexec") + "/rpc", HUB_ADDRESS, policy=FAST, transport=transport
     )
-    try:
-        finals = await asyncio.gather(*(wait(backend.observe(t)) for t in tasks))
-    finally:
-        await backend.aclose()
+    finals = await watch_to_the_end(backend, tasks)
     assert {f.native_status for f in finals} == {"COMPLETED"}
     counts = emulator.requests()["by_task"]
     assert all(counts[t] == 4 for t in tasks)  # 4 polls each, never more

@@ -92,6 +92,17 @@ async def test_deal_read_faults_are_retried(
     assert final.kind == "DEAL_COMPLETED" and final.completed_tasks_count == 2
 
 
+async def test_transient_json_rpc_errors_of_the_deal_read_are_retried(
+    emulator: EmulatorClient, backend: IExecBackend
+) -> None:
+    # a node's transient JSON-RPC error in the reply to viewDeal (HTTP 200), not an HTTP fault
+    deal, _ = create_deal(emulator, [{"status": "COMPLETED"}], count=2)
+    emulator.inject_fault("iexec", "api_error", task_id=deal, count=2)
+    final = await wait(backend.observe_deal(deal))
+    assert final.kind == "DEAL_COMPLETED" and final.completed_tasks_count == 2
+    assert emulator.faults() == []
+
+
 async def test_a_failing_task_fails_the_deal_stream(
     emulator: EmulatorClient, backend: IExecBackend
 ) -> None:

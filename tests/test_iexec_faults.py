@@ -146,7 +146,7 @@ def _deal_with_category(emulator: EmulatorClient, deal: str, category: int) -> s
     import httpx
     from eth_abi.abi import decode, encode
 
-    from reactive_tasks.backends._iexec_abi import DEAL_TYPE, call_data
+    from reactive_tasks.backends.iexec._abi import DEAL_TYPE, call_data
 
     reply = httpx.post(
         emulator.api_url("iexec") + "/rpc",

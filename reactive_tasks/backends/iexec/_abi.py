@@ -11,13 +11,11 @@ import functools
 import re
 from typing import Any, NamedTuple
 
-from .._errors import ConfigurationError
+from ..._errors import ConfigurationError
 
 __all__ = [
     "AbiError",
     "CategoryTuple",
-    "DealTuple",
-    "Resource",
     "TaskTuple",
     "call_data",
     "decode_category",
@@ -71,35 +69,6 @@ class TaskTuple(NamedTuple):
     results: bytes
     resultsTimestamp: int
     resultsCallback: str
-
-
-class Resource(NamedTuple):
-    """``IexecLibCore_v5.Resource``: an app, dataset or workerpool of a deal."""
-
-    pointer: str
-    owner: str
-    price: int
-
-
-class DealTuple(NamedTuple):
-    """``IexecLibCore_v5.Deal`` as ``viewDeal`` returns it."""
-
-    app: Resource
-    dataset: Resource
-    workerpool: Resource
-    trust: int
-    category: int
-    tag: str
-    requester: str
-    beneficiary: str
-    callback: str
-    params: str
-    startTime: int
-    botFirst: int
-    botSize: int
-    workerStake: int
-    schedulerRewardRatio: int
-    sponsor: str
 
 
 class CategoryTuple(NamedTuple):
@@ -179,14 +148,11 @@ def decode_task(data: bytes) -> TaskTuple:
     )
 
 
-def decode_deal(data: bytes) -> DealTuple:
-    """Decode a ``viewDeal`` result."""
+def decode_deal(data: bytes) -> tuple[Any, ...]:
+    """Decode a ``viewDeal`` result: the ``IexecLibCore_v5.Deal`` fields in ABI order, its
+    resources as ``(pointer, owner, price)`` (``IExecDeal`` names them)."""
     raw = _decode(DEAL_TYPE, data)
-    return DealTuple(
-        Resource(*raw[0]), Resource(*raw[1]), Resource(*raw[2]), raw[3], raw[4],
-        _hex32(raw[5]), raw[6], raw[7], raw[8], raw[9], raw[10], raw[11], raw[12], raw[13],
-        raw[14], raw[15],
-    )
+    return (*raw[:5], _hex32(raw[5]), *raw[6:])
 
 
 def decode_category(data: bytes) -> CategoryTuple:
