@@ -11,7 +11,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict
 
 from ..._errors import ArtifactError, ArtifactNotFound, BackendUnavailable, InvalidArtifactName
-from ._listing import pages
+from ._listing import Page, pages
 from ._source import TaskclusterSource, _ErrorBody
 
 _MAX_ARTIFACT_NAME = 1024
@@ -28,9 +28,8 @@ class TaskclusterArtifact(BaseModel):
     contentType: str
 
 
-class _ArtifactPage(BaseModel):
+class _ArtifactPage(Page):
     artifacts: list[TaskclusterArtifact]
-    continuationToken: str | None = None
 
 
 async def list_artifacts(

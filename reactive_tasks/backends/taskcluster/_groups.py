@@ -14,7 +14,7 @@ from ..._errors import ConfigurationError
 from ..._models import TaskEvent
 from ..._policy import PollPolicy
 from ..._rx import observe_coroutine
-from ._listing import pages
+from ._listing import Page, pages
 from ._source import TaskclusterSource, TaskclusterStatus
 
 
@@ -64,10 +64,9 @@ class TaskclusterGroupMember(BaseModel):
     status: TaskclusterStatus
 
 
-class _GroupPage(BaseModel):
+class _GroupPage(Page):
     taskGroupId: str
     tasks: list[TaskclusterGroupMember]
-    continuationToken: str | None = None
 
 
 async def list_task_group(

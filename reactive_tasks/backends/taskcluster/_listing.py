@@ -11,7 +11,14 @@ from ..._errors import TaskNotFound
 from .._answers import next_page
 from ._source import TaskclusterSource
 
-P = TypeVar("P", bound=BaseModel)
+
+class Page(BaseModel):
+    """What every listing page has: the token of the next page, if any."""
+
+    continuationToken: str | None = None
+
+
+P = TypeVar("P", bound=Page)
 
 
 async def pages(
@@ -35,8 +42,6 @@ async def pages(
             raise backend.protocol_error(f"unexpected {backend._explain(response)}", task_id)
         page = backend.parse(model, response.content, task_id)
         yield page
-        token = next_page(
-            backend, getattr(page, "continuationToken", None), seen, f"{what} listing", task_id
-        )
+        token = next_page(backend, page.continuationToken, seen, f"{what} listing", task_id)
         if token is None:
             return

@@ -114,8 +114,7 @@ class TaskclusterSource(Backend[TaskclusterStatus]):
     #: then try the batch endpoint again.
     batch_retry_seconds: float = 300.0
     secret_query_params = (
-        "bewit", "x-amz-signature", "x-amz-credential", "x-amz-security-token", "sig",
-        "signature",
+        "bewit", "x-amz-signature", "x-amz-credential", "x-amz-security-token", "sig", "signature"
     )
 
     def __init__(
@@ -137,7 +136,7 @@ class TaskclusterSource(Backend[TaskclusterStatus]):
             if creds.certificate:
                 self.secrets.add(str(creds.certificate.get("signature") or ""))
         self._batch = bool(batch)
-        # What the deployment seems to serve, not I/O state: while set, the batch endpoint
+        # What the deployment serves (strategy, not I/O state): while set, the batch endpoint
         # answered 404/405 and rounds are described as per-task reads until this moment.
         self._batch_retry_at: float | None = None
 
