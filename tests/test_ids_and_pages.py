@@ -108,8 +108,14 @@ def batch_then_missing(missing: list[bool]) -> Any:
 
 
 async def read_round(backend: TaskclusterBackend, ids: tuple[str, ...] = (GOOD, BAD)) -> Any:
+    """One poll round as the hub splits it (by ``max_batch``), its batches read in turn."""
     refs = [backend.task_ref(i) for i in ids]
-    return {ref.task_id: outcome async for ref, outcome in backend.fetch_many(refs)}
+    size = backend.max_batch or len(refs)
+    chunks = [refs[start : start + size] for start in range(0, len(refs), size)]
+    answers = {}
+    for chunk in chunks:
+        answers.update({ref.task_id: outcome async for ref, outcome in backend.fetch_many(chunk)})
+    return answers
 
 
 class PairsBackend(TaskclusterBackend):

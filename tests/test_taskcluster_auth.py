@@ -96,7 +96,7 @@ async def test_the_token_never_leaks(
         assert TOKEN not in text
 
 
-def test_temporary_credentials_send_their_certificate() -> None:
+async def test_temporary_credentials_send_their_certificate() -> None:
     cert = {"version": 1, "scopes": ["queue:status:*"], "start": 1, "expiry": 2,
             "seed": "s" * 44, "signature": "x", "issuer": "root"}
     creds = TaskclusterCredentials.coerce(
@@ -108,7 +108,10 @@ def test_temporary_credentials_send_their_certificate() -> None:
     assert TaskclusterCredentials.coerce({"clientId": CLIENT, "accessToken": TOKEN}).hawk_ext() \
         is None
     backend = TaskclusterBackend("https://tc.example.com", credentials=creds)
-    header = backend._hawk("GET", "https://tc.example.com/api/queue/v1/task/x/status", None)
+    assert backend.auth is not None
+    header = await backend.auth.sign(
+        "GET", "https://tc.example.com/api/queue/v1/task/x/status", {}, None
+    )
     assert f'id="{CLIENT}"' in header["Authorization"]
     assert f'ext="{ext}"' in header["Authorization"]
     assert TOKEN not in header["Authorization"]

@@ -45,6 +45,18 @@ async def test_every_round_is_batched(emulator: EmulatorClient) -> None:
     assert counts["by_route"][BATCH] <= 2 * rounds  # one per round (a slow round may split)
 
 
+async def test_the_hubs_split_is_the_only_one(emulator: EmulatorClient) -> None:
+    """``fetch_many`` sends every ref it is given in one request: only the hub splits by
+    ``max_batch`` (``test_one_request_per_thousand_tasks`` covers that split)."""
+    ids = emulator.create_tasks("taskcluster", 5, [step("completed")])
+    async with TaskclusterBackend(emulator.api_url("taskcluster"), policy=FAST) as backend:
+        backend.max_batch = 2  # what the hub splits a round by
+        refs = [backend.task_ref(i) for i in ids]
+        answers = {ref.task_id: snap async for ref, snap in backend.fetch_many(refs)}
+        assert {s.state for s in answers.values()} == {"completed"}  # type: ignore[union-attr]
+    assert emulator.requests()["by_route"] == {BATCH: 1}, "all it is given, in one request"
+
+
 class _PageLimit(httpx.AsyncBaseTransport):
     """Asks the batch endpoint for pages of two, to make it answer with continuation tokens."""
 

@@ -1,0 +1,97 @@
+"""Taskcluster: the queue's task status structure with its runs, task groups and artifacts.
+
+Many tasks are read in one ``POST /api/queue/v1/tasks/status`` per 1,000 ids. Requests are
+Hawk-signed (``mohawk``, the ``taskcluster`` extra) when credentials are given; public
+deployments need none. The observation path is ``_source``; groups and artifacts sit beside it.
+"""
+
+from __future__ import annotations
+
+from os import PathLike
+from pathlib import Path
+from typing import overload
+
+from reactivex import Observable
+
+from ..._errors import ArtifactError, ArtifactNotFound, InvalidArtifactName
+from ..._models import TaskEvent
+from ..._policy import PollPolicy
+from . import _artifacts, _groups
+from ._artifacts import TaskclusterArtifact
+from ._auth import HawkAuth as HawkAuth
+from ._auth import TaskclusterCredentials
+from ._groups import TaskclusterGroupMember, TaskclusterTaskDefinition
+from ._groups import TaskclusterTaskMetadata as TaskclusterTaskMetadata
+from ._source import SLUGID_PATTERN as SLUGID_PATTERN
+from ._source import RunState as RunState
+from ._source import TaskclusterRun, TaskclusterSource, TaskclusterStatus
+from ._source import TaskStateName as TaskStateName
+
+__all__ = [
+    "ArtifactError",
+    "ArtifactNotFound",
+    "InvalidArtifactName",
+    "TaskclusterArtifact",
+    "TaskclusterBackend",
+    "TaskclusterCredentials",
+    "TaskclusterGroupMember",
+    "TaskclusterRun",
+    "TaskclusterStatus",
+    "TaskclusterTaskDefinition",
+]
+
+class TaskclusterBackend(TaskclusterSource):
+    """Watches tasks of a Taskcluster deployment given its root URL (e.g. ``https://tc.example``).
+
+    ``credentials`` (``{"clientId", "accessToken"[, "certificate"]}`` as in the official client)
+    sign every queue request with Hawk (``backend.auth``); ``batch=False`` reads each task with
+    its own request instead of the batch status endpoint.
+    """
+
+    async def list_task_group(self, task_group_id: str) -> list[TaskclusterGroupMember]:
+        """Every task of a group with its definition and status (all pages)."""
+        return await _groups.list_task_group(self, task_group_id)
+
+    def observe_group(
+        self, task_group_id: str, *, policy: PollPolicy | None = None
+    ) -> Observable[TaskEvent[TaskclusterStatus]]:
+        """Events of every task of a group, completing once all of them are terminal.
+
+        The group is listed at subscription and its members watched like ``observe`` (so the
+        engine polls them together, a batch request per 1,000). Whenever every member known so
+        far is terminal, the group is listed again: tasks added meanwhile (a decision task's
+        children) are watched in turn, and the stream completes only when a listing finds
+        nothing new.
+        """
+        return _groups.observe_group(self, task_group_id, policy)
+
+    async def artifacts(
+        self, task_id: str, run_id: int | None = None
+    ) -> list[TaskclusterArtifact]:
+        """The artifacts of a run (the latest when ``run_id`` is None), all pages."""
+        return await _artifacts.list_artifacts(self, task_id, run_id)
+
+    @overload
+    async def fetch_artifact(
+        self, task_id: str, name: str, run_id: int | None = None, *, dest: None = None
+    ) -> bytes: ...
+
+    @overload
+    async def fetch_artifact(
+        self, task_id: str, name: str, run_id: int | None = None, *, dest: str | PathLike[str]
+    ) -> Path: ...
+
+    async def fetch_artifact(
+        self,
+        task_id: str,
+        name: str,
+        run_id: int | None = None,
+        *,
+        dest: str | PathLike[str] | None = None,
+    ) -> bytes | Path:
+        """An artifact's content: returned as bytes, or streamed into the file ``dest``.
+
+        The queue answers with a redirect to the storage location, which is followed (without
+        the Hawk header: the location carries its own signature).
+        """
+        return await _artifacts.fetch_artifact(self, task_id, name, run_id, dest)
