@@ -177,6 +177,14 @@ def test_configuration() -> None:
         GreenCloudBackend("api.greencloud.dev", token="t")
 
 
+def test_record_ttl_is_a_positive_number_of_seconds() -> None:
+    assert GreenCloudBackend(token="t").record_ttl == 600.0
+    assert GreenCloudBackend(token="t", record_ttl=5).record_ttl == 5.0
+    for bad in (0, -1.0, float("nan")):
+        with pytest.raises(ConfigurationError, match="record_ttl"):
+            GreenCloudBackend(token="t", record_ttl=bad)
+
+
 async def test_unknown_task_is_task_not_found(
     emulator: EmulatorClient, backend: GreenCloudBackend
 ) -> None:

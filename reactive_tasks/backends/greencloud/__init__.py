@@ -27,7 +27,11 @@ __all__ = [
 
 
 class GreenCloudBackend(GreenCloudSource):
-    __doc__ = GreenCloudSource.__doc__
+    """Submits and watches GreenCloud tasks; give exactly one of ``token`` and ``api_key``.
+
+    The observation and its options are ``GreenCloudSource``'s; the calls beside it are
+    ``submit``, ``record``, ``result`` and ``tasks_csv``.
+    """
 
     submit = _calls.submit
     record = _calls.record

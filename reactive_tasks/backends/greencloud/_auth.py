@@ -83,7 +83,7 @@ class BearerAuth:
         return True
 
     async def _login(self) -> None:
-        self.access = self.refresh = None
+        """Log in with the API key; the old token serves (and is refused) until this is done."""
         try:
             response = await self._backend.session().send(
                 "POST", _LOGIN, json={"key": self.api_key}
