@@ -10,7 +10,6 @@ kept in the session's cache for ``record_ttl`` seconds, and forgotten when the t
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
@@ -28,7 +27,6 @@ from ..._errors import (
 )
 from ..._models import TaskState
 from ..._policy import PollPolicy
-from ..._session import Session
 from .._answers import entries_by_key, validation_detail
 from .._base import Backend, Reading, TaskRef
 from ._auth import BearerAuth, check_secret
@@ -209,7 +207,7 @@ class GreenCloudSource(Backend[GreenCloudTask]):
             return
         session = self.session()
         answers: list[tuple[TaskRef, GreenCloudTask | BaseException]] = []
-        unresolved: list[tuple[TaskRef, GreenCloudListEntry | None]] = []
+        unresolved: dict[TaskRef, GreenCloudListEntry | None] = {}
         for ref in refs:
             entry = listing.get(ref.task_id)
             if isinstance(entry, ProtocolError):
@@ -223,20 +221,10 @@ class GreenCloudSource(Backend[GreenCloudTask]):
             elif entry is not None and record is not None:
                 answers.append((ref, _snapshot(ref.task_id, entry, record)))
             else:
-                unresolved.append((ref, entry))
+                unresolved[ref] = entry
         if unresolved:
-
-            async def resolve(
-                ref: TaskRef, entry: GreenCloudListEntry | None
-            ) -> GreenCloudTask | BaseException:
-                async with session.limiter:
-                    try:
-                        return await self._resolve(session, ref, entry)
-                    except Exception as exc:
-                        return exc
-
-            resolved = await asyncio.gather(*(resolve(ref, entry) for ref, entry in unresolved))
-            answers.extend(zip((ref for ref, _ in unresolved), resolved, strict=True))
+            reads = session.each(list(unresolved), lambda r: self._resolve(r, unresolved[r]))
+            answers += [answer async for answer in reads]
         for answer in answers:
             yield answer
 
@@ -279,11 +267,9 @@ class GreenCloudSource(Backend[GreenCloudTask]):
         )
         return {str(key): entry for key, entry in entries.items()}
 
-    async def _resolve(
-        self, session: Session, ref: TaskRef, entry: GreenCloudListEntry | None
-    ) -> GreenCloudTask:
+    async def _resolve(self, ref: TaskRef, entry: GreenCloudListEntry | None) -> GreenCloudTask:
         """Complete a round's answer with the task's record (not yet seen assigned, or unlisted)."""
-        task_id = ref.task_id
+        task_id, session = ref.task_id, self.session()
         key = ("record", task_id)
         record = await session.cached(key, lambda: self._read_record(task_id), ttl=self.record_ttl)
         if record is None or not record.started:
