@@ -46,7 +46,8 @@ class PerTaskBackend(GreenCloudBackend):
             yield answer
 
     async def fetch(self, ref: TaskRef) -> GreenCloudTask:
-        response = await self._request("GET", f"/v1/task/{ref.task_id}", task_id=ref.task_id)
+        path = f"/v1/task/{ref.task_id}"
+        response = await self.session().request("GET", path, task_id=ref.task_id)
         record = self.parse(GreenCloudRecord, response.content, ref.task_id)
         entry = GreenCloudListEntry(
             id=ref.task_id, issued=record.issued, progress=record.progress, status=0

@@ -60,6 +60,7 @@ class _Call:
     body: bytes | None
     headers: Mapping[str, str] | None
     stream: bool
+    signed: bool = False  # the auth hook added headers: only then can a renewal help
 
 
 class Auth(Protocol):
@@ -134,6 +135,7 @@ class Session:
         self._requests: dict[tuple[str, float], httpx.Request] = {}
         self._renewal: asyncio.Future[bool] | None = None
         self._cache: OrderedDict[Hashable, tuple[float, asyncio.Future[Any]]] = OrderedDict()
+        self._next_sweep = 0.0
 
     # -- requests ------------------------------------------------------------------------
 
@@ -294,6 +296,9 @@ class Session:
         if entry is not None and (entry[0] > now or not entry[1].done()):
             self._cache.move_to_end(key)
             return await asyncio.shield(entry[1])
+        if now >= self._next_sweep:
+            self._next_sweep = now + ttl / 4
+            self._sweep(now)
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._cache[key] = (now + ttl, future)
         while len(self._cache) > _CACHE_SIZE:
@@ -309,10 +314,25 @@ class Session:
         future.set_result(value)
         return value
 
+    def peek(self, key: Hashable) -> Any:
+        """The value cached for ``key`` if loaded and not expired, else None; loads nothing."""
+        entry = self._cache.get(key)
+        if entry is None or entry[0] <= time.monotonic() or not entry[1].done():
+            return None
+        self._cache.move_to_end(key)
+        return None if entry[1].exception() is not None else entry[1].result()
+
     @property
     def cached_count(self) -> int:
-        """How many entries the shared-read cache holds (loaded or loading)."""
+        """How many entries the shared-read cache holds (loading, or loaded and not expired)."""
+        self._sweep(time.monotonic())
         return len(self._cache)
+
+    def _sweep(self, now: float) -> None:
+        """Drop the loaded entries whose time is up (amortized by ``cached``: every ttl/4)."""
+        stale = [k for k, (until, f) in self._cache.items() if until <= now and f.done()]
+        for key in stale:
+            del self._cache[key]
 
     def forget(self, key: Hashable) -> None:
         """Drop ``key`` from the shared-read cache (a record that changed)."""
@@ -338,7 +358,7 @@ class Session:
             except AuthenticationError as refusal:
                 auth = self.owner.auth
                 status = getattr(refusal, "status", 401)
-                if renewed or auth is None or not self._same_origin(call.url):
+                if renewed or auth is None or not call.signed:
                     raise
                 renewed = True
                 if not await self._renew(auth, status):
@@ -367,6 +387,7 @@ class Session:
             call.method, call.url, call.task_id, call.params, call.headers, call.stream
         )
         polling_timeout = current_request_timeout()  # the observation's policy, in a poll
+        call.signed = False
         merged: Mapping[str, str]
         if not self._same_origin(url):
             # Credentials stay with their origin: an IPFS gateway or the storage an artifact
@@ -384,6 +405,7 @@ class Session:
                 if signed:
                     owner.secrets.add_headers(signed, every=True)
                     merged = {**merged, **signed}
+                    call.signed = True
         failure: BaseException | None = None
         try:
             response = await self._exchange(call, merged, polling_timeout)

@@ -27,9 +27,9 @@ from reactive_tasks.backends import (
     GreenCloudRecord,
     GreenCloudTask,
 )
-from reactive_tasks.backends.greencloud import _Seen
 from reactive_tasks.emulator import EmulatorClient
 from reactive_tasks.emulator.greencloud import FAILING_FUNCTION, MISSING_FUNCTION, TEXT_FUNCTION
+from reactive_tasks.testing import cached_reads
 
 FAST = PollPolicy(interval=0.02, max_interval=0.1, jitter=0.0, request_timeout=2.0)
 FUNCTION = "6405848581b16f7a07cd4c48"
@@ -116,7 +116,7 @@ async def test_scripted_lifecycle_and_record_reads_stop_once_assigned(
     counts = routes(emulator)
     assert counts[LIST] == 5, "one list read per round, five rounds"
     assert emulator.requests()["by_task"][task] == 3, "records read only until seen assigned"
-    assert len(backend._seen) == 0, "a finished task is forgotten"
+    assert cached_reads(backend) == 0, "a finished task is forgotten"
 
 
 async def test_one_list_request_per_round_for_many_tasks(emulator: EmulatorClient) -> None:
@@ -175,6 +175,14 @@ def test_configuration() -> None:
         assert bad not in str(info.value) or not bad
     with pytest.raises(ConfigurationError):
         GreenCloudBackend("api.greencloud.dev", token="t")
+
+
+def test_record_ttl_is_a_positive_number_of_seconds() -> None:
+    assert GreenCloudBackend(token="t").record_ttl == 600.0
+    assert GreenCloudBackend(token="t", record_ttl=5).record_ttl == 5.0
+    for bad in (0, -1.0, float("nan")):
+        with pytest.raises(ConfigurationError, match="record_ttl"):
+            GreenCloudBackend(token="t", record_ttl=bad)
 
 
 async def test_unknown_task_is_task_not_found(
@@ -353,34 +361,41 @@ async def test_disposal_stops_requests(
     assert routes(emulator)[LIST] == count
 
 
-def test_seen_records_are_bounded() -> None:
+async def test_seen_records_are_bounded() -> None:
     record = GreenCloudRecord(functionId=FUNCTION, issued="1", assigned="2")
-    seen = _Seen(limit=3, ttl=10.0)
-    for n in range(5):
-        seen.put(f"t{n}", record, now=0.0)
-    assert len(seen) == 3 and seen.get("t0", 0.0) is None and seen.get("t4", 0.0) is record
-    seen.get("t4", 8.0)  # still asked about: kept
-    seen.sweep(12.0)
-    assert len(seen) == 1 and seen.get("t4", 12.0) is record
-    seen.drop("t4")
-    assert len(seen) == 0
+    bound = 10_000  # the session's shared-read cache holds at most this many entries
+
+    async def load() -> GreenCloudRecord:
+        return record
+
+    async with GreenCloudBackend("http://127.0.0.1:9", token="t", record_ttl=10.0) as backend:
+        session = backend.session()
+        for n in range(bound):
+            await session.cached(("record", f"t{n}"), load, ttl=backend.record_ttl)
+        assert session.peek(("record", "t0")) is record  # still asked about: kept
+        for n in range(bound, bound + 2):
+            await session.cached(("record", f"t{n}"), load, ttl=backend.record_ttl)
+        assert cached_reads(backend) == bound
+        assert session.peek(("record", "t1")) is None and session.peek(("record", "t2")) is None
+        assert session.peek(("record", "t0")) is record
+        session.forget(("record", "t0"))
+        assert cached_reads(backend) == bound - 1
 
 
-async def test_unwatched_tasks_are_forgotten(
-    emulator: EmulatorClient, backend: GreenCloudBackend
-) -> None:
+async def test_unwatched_tasks_are_forgotten(emulator: EmulatorClient) -> None:
     ids = emulator.create_tasks("greencloud", 5, [{"state": "assigned"}])
-    subs = [backend.observe(i).subscribe(lambda e: None) for i in ids]
-    await asyncio.sleep(0.1)
-    assert len(backend._seen) == 5
-    for sub in subs:
-        sub.dispose()
-    backend._seen._ttl = 0.01  # anything not asked about for 10 ms is no longer watched
-    backend._seen._next_sweep = 0.0
-    await asyncio.sleep(0.05)
-    other = emulator.create_task("greencloud", [{"state": "finished"}])
-    await wait(backend.observe(other), timeout=10)  # a round sweeps what nobody asked about
-    assert len(backend._seen) == 0
+    async with GreenCloudBackend(  # a record kept 0.3 s: no longer watched, it is forgotten
+        emulator.api_url("greencloud"), api_key="k", policy=FAST, record_ttl=0.3
+    ) as backend:
+        subs = [backend.observe(i).subscribe(lambda e: None) for i in ids]
+        await asyncio.sleep(0.1)
+        assert cached_reads(backend) == 5
+        for sub in subs:
+            sub.dispose()
+        await asyncio.sleep(0.35)
+        other = emulator.create_task("greencloud", [{"state": "finished"}])
+        await wait(backend.observe(other), timeout=10)
+        assert cached_reads(backend) == 0
 
 
 def make_csv_tasks(emulator: EmulatorClient) -> dict[str, str]:

@@ -154,7 +154,7 @@ async def test_no_secret_in_logs_reprs_or_errors(
         texts.append(repr(backend))
         final = await wait(backend.observe(task), timeout=10)
         texts += [repr(final), str(final.model_dump()), final.model_dump_json()]
-        credentials = backend._credentials
+        credentials = backend.auth
         assert credentials.access is not None and credentials.refresh is not None
         secrets += [credentials.access, credentials.refresh]
         texts += [repr(credentials), repr(backend), str(vars(backend).get("_headers"))]

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 import pytest
 from hostile import HostileServer, RawRequest, Reply
 
-from reactive_tasks import BackendUnavailable, PollPolicy
+from reactive_tasks import AuthenticationError, BackendUnavailable, PollPolicy
 from reactive_tasks.backends import CloudCoinBackend
 from reactive_tasks.testing import cached_reads, open_sessions
 
@@ -117,3 +117,44 @@ async def test_the_cache_loads_a_key_once_for_concurrent_readers_and_keeps_no_fa
     assert second == [2, 2, 2]
     assert loads == 2
     assert open_sessions(backend) == 0, "aclose releases the session and its cache"
+
+
+class Login:
+    """Logs in through the session itself when refused; the login is not signed."""
+
+    def __init__(self, backend: CloudCoinBackend) -> None:
+        self.backend = backend
+        self.logins = 0
+
+    async def sign(
+        self, method: str, url: str, headers: Mapping[str, str], body: bytes | None
+    ) -> Mapping[str, str]:
+        return {} if url.endswith("/login") else {"Authorization": "Bearer stale"}
+
+    async def refused(self, status: int) -> bool:
+        self.logins += 1
+        await self.backend.session().send("POST", "/login", json={"key": "wrong"})
+        return True
+
+
+async def test_a_refused_login_made_by_the_auth_hook_is_not_renewed_again() -> None:
+    with HostileServer(lambda request: Reply.of(401)) as api:
+        async with backend_at(api.url) as backend:
+            backend.auth = auth = Login(backend)
+            with pytest.raises(AuthenticationError):
+                await asyncio.wait_for(backend.session().send("GET", "/r"), timeout=5)
+    assert auth.logins == 1
+
+
+async def test_expired_entries_are_neither_served_nor_counted() -> None:
+    async def load() -> str:
+        return "deal"
+
+    async with backend_at("http://127.0.0.1:9") as backend:
+        session = backend.session()
+        assert session.peek("deal") is None, "peek loads nothing"
+        await session.cached("deal", load, ttl=0.05)
+        assert session.peek("deal") == "deal" and cached_reads(backend) == 1
+        await asyncio.sleep(0.1)
+        assert session.peek("deal") is None
+        assert cached_reads(backend) == 0
