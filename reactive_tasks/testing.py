@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from . import _scopes
 from ._hub import hubs_of
 from ._types import Source
 
@@ -27,10 +28,10 @@ def open_loops(backend: Source) -> int:
 
 def open_sessions(backend: Any) -> int:
     """How many HTTP sessions (one per event loop) ``backend`` holds now."""
-    return len(backend._scopes)
+    return _scopes.open_loops(backend)
 
 
 def cached_reads(backend: Any, loop: asyncio.AbstractEventLoop | None = None) -> int:
     """How many shared reads ``backend``'s session on ``loop`` (default: running) keeps cached."""
-    scope = backend._scopes.get(loop or asyncio.get_running_loop())
-    return 0 if scope is None else scope.session.cached_count
+    session = _scopes.session_if_open(backend, loop or asyncio.get_running_loop())
+    return 0 if session is None else session.cached_count

@@ -10,24 +10,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import threading
-import weakref
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
 import httpx
 from pydantic import BaseModel, ValidationError
 from reactivex import Observable
 
+from .. import _scopes
 from .._errors import (
     ConfigurationError,
     ProtocolError,
     TaskNotFound,
     TransientFault,
 )
-from .._hub import PollHub, fetch_once, hub_for, release_hub
+from .._hub import PollHub, fetch_once
 from .._models import SnapshotT, TaskEvent
 from .._policy import PollPolicy
 from .._redact import (
@@ -38,13 +36,7 @@ from .._redact import (
     scrub,
 )
 from .._retry import call_with_retries
-from .._runtime import (
-    LoopEnd,
-    background_loop,
-    background_loop_if_started,
-    close_at_exit,
-    in_loop_thread,
-)
+from .._runtime import background_loop
 from .._rx import observe_ref
 from .._session import Auth, Session, parse_retry_after
 from .._types import Reading, TaskRef
@@ -54,17 +46,7 @@ __all__ = ["Backend", "Reading", "TaskRef", "TransientFault", "parse_retry_after
 M = TypeVar("M", bound=BaseModel)
 
 _log = logging.getLogger("reactive_tasks.http")
-# Closing a scope lets its requests unwind, and one that was between two fetches may open a
-# fresh scope on its way out; closing repeats for those (a round or two at most).
-_CLOSE_ROUNDS = 4
 
-
-@dataclass
-class _LoopScope:
-    """What a backend keeps per event loop: its HTTP session and the hook releasing it."""
-
-    session: Session
-    end: LoopEnd | None = None
 
 
 class Backend(ABC, Generic[SnapshotT]):
@@ -117,10 +99,6 @@ class Backend(ABC, Generic[SnapshotT]):
         self.secrets.add_url(self.base_url, path_is_secret=self.secret_url_path)
         install_log_filters()
         self._max_concurrency = max_concurrency
-        self._scopes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopScope] = (
-            weakref.WeakKeyDictionary()
-        )
-        self._lock = threading.Lock()
         if self.secret_query_params:
             protect_query_params(*self.secret_query_params)
 
@@ -193,23 +171,7 @@ class Backend(ABC, Generic[SnapshotT]):
 
     async def aclose(self) -> None:
         """Stop every poll of this backend and close its HTTP connections."""
-        loop = asyncio.get_running_loop()
-        for _ in range(_CLOSE_ROUNDS):
-            with self._lock:
-                scopes = dict(self._scopes)
-                self._scopes.clear()
-            if not scopes:
-                return
-            for owner, scope in scopes.items():
-                if scope.end is not None:
-                    scope.end.cancel()
-                if owner is loop:
-                    await self._close_scope(owner, scope)
-                elif not owner.is_closed() and owner.is_running():
-                    future = asyncio.run_coroutine_threadsafe(
-                        self._close_scope(owner, scope), owner
-                    )
-                    await asyncio.wrap_future(future)
+        await _scopes.close_all(self)
 
     def close(self) -> None:
         """Blocking ``aclose`` for code outside any event loop."""
@@ -301,63 +263,22 @@ class Backend(ABC, Generic[SnapshotT]):
             backend=self.name, task_id=None if task_id is None else self.display_id(task_id),
         )
 
-    # -- per-loop resources ------------------------------------------------------------------
+    # -- per-loop resources (owned by the registry in _scopes, not by the backend) ------------
 
     def session(self) -> Session:
         """This backend's HTTP session on the running event loop."""
-        loop = asyncio.get_running_loop()
-        scope = self._scopes.get(loop)  # no lock on the hot path: the entry only ever appears
-        return (scope or self._scope_for(loop)).session
-
-    def _scope(self) -> _LoopScope:
-        return self._scope_for(asyncio.get_running_loop())
+        return _scopes.session_for(self, asyncio.get_running_loop())
 
     def _hub_for(self, loop: asyncio.AbstractEventLoop) -> PollHub[Any]:
-        self._scope_for(loop)
-        return hub_for(self, loop)
+        return _scopes.hub_of(self, loop)
 
-    def _scope_for(self, loop: asyncio.AbstractEventLoop) -> _LoopScope:
-        with self._lock:
-            scope = self._scopes.get(loop)
-            if scope is None:
-                self._forget_closed_loops()
-                scope = _LoopScope(self._new_session())
-                self._scopes[loop] = scope
-                if loop is background_loop_if_started():
-                    close_at_exit(self)
-                elif in_loop_thread(loop):
-                    # A loop of the caller's (asyncio.run): release the scope when it ends, so
-                    # a backend used from many short-lived loops keeps none of them.
-                    scope.end = LoopEnd(lambda: self.close_on_loop(loop))
-            return scope
-
-    def _forget_closed_loops(self) -> None:
-        """Drop scopes of loops closed without shutting down (nothing can run on them now)."""
-        for owner in [o for o in self._scopes if o.is_closed()]:
-            scope = self._scopes.pop(owner)
-            release_hub(self, owner)
-            if scope.end is not None:
-                scope.end.cancel()
-
-    async def close_on_loop(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Close what this backend holds on ``loop`` (run on that loop)."""
-        for _ in range(_CLOSE_ROUNDS):
-            with self._lock:
-                scope = self._scopes.pop(loop, None)
-            if scope is None:
-                return
-            if scope.end is not None:
-                scope.end.cancel()
-            await self._close_scope(loop, scope)
-
-    def _new_session(self) -> Session:
+    def new_session(self) -> Session:
+        """A fresh session for one event loop (the registry calls this on first use)."""
         return Session(
             self, headers=self._headers, client=self._client, transport=self._transport,
             max_concurrency=self._max_concurrency,
         )
 
-    async def _close_scope(self, loop: asyncio.AbstractEventLoop, scope: _LoopScope) -> None:
-        hub = release_hub(self, loop)
-        if hub is not None:
-            await hub.aclose()
-        await scope.session.aclose()
+    async def close_on_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Close what this backend holds on ``loop`` (run on that loop)."""
+        await _scopes.close_on(self, loop)
