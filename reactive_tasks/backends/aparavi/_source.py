@@ -28,7 +28,6 @@ __all__ = ["AparaviSource", "AparaviStatus", "AparaviTask", "TaskType"]
 
 TaskType = Literal["cpu", "gpu"]
 
-_TYPES: frozenset[str] = frozenset({"cpu", "gpu"})
 _UUID = re.compile(
     r"^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$", re.IGNORECASE
 )
