@@ -11,7 +11,7 @@ import asyncio
 import logging
 import re
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping, Sequence
+from collections.abc import AsyncIterator, Hashable, Mapping, Sequence
 from typing import Any, ClassVar, Generic, TypeVar
 
 import httpx
@@ -35,7 +35,6 @@ from .._redact import (
     redact_url,
     scrub,
 )
-from .._retry import call_with_retries
 from .._runtime import background_loop
 from .._rx import observe_ref
 from .._session import Auth, Session, parse_retry_after
@@ -189,49 +188,7 @@ class Backend(ABC, Generic[SnapshotT]):
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
-    # -- HTTP plumbing for subclasses --------------------------------------------------------
-
-    @property
-    def http(self) -> httpx.AsyncClient:
-        """The HTTP client of the running event loop."""
-        return self.session().client
-
-    async def send(
-        self,
-        method: str,
-        path_or_url: str,
-        *,
-        task_id: str | None = None,
-        params: Mapping[str, Any] | None = None,
-        json: Any = None,
-        headers: Mapping[str, str] | None = None,
-        stream: bool = False,
-    ) -> httpx.Response:
-        """Deprecated shim (to be removed once every backend uses ``session().request``): one
-        exchange, never retried; 5xx/429 raise ``TransientFault``, 401/403
-        ``AuthenticationError``."""
-        return await self.session().send(
-            method, path_or_url, task_id=task_id, params=params, json=json,
-            headers=headers, stream=stream,
-        )
-
-    async def send_once(
-        self, request: Awaitable[httpx.Response], *, what: str, task_id: str | None = None
-    ) -> httpx.Response:
-        """Deprecated shim over ``Session.send_once``: a transient fault ends the request at
-        once as ``BackendUnavailable``."""
-        return await self.session().send_once(request, what=what, task_id=task_id)
-
-    async def send_retrying(
-        self,
-        request: Callable[[], Awaitable[httpx.Response]],
-        *,
-        task_id: str | None = None,
-    ) -> httpx.Response:
-        """Deprecated shim: a one-off read retried under the backend's policy (use
-        ``session().request`` with an idempotent method instead)."""
-        ref = TaskRef("" if task_id is None else task_id)
-        return await call_with_retries(self, ref, request, self.policy)
+    # -- translation helpers for subclasses ---------------------------------------------
 
     def parse(self, model: type[M], content: bytes | str | Any, task_id: str | None = None) -> M:
         """Validate an answer against ``model``; anything off-shape is a ``ProtocolError``."""
