@@ -68,7 +68,7 @@ async def test_a_compression_bomb_is_refused_within_a_small_multiple_of_the_cap(
         backend = CloudCoinBackend(server.url, policy=POLICY, **CLIENTS[how]())
         tracemalloc.start()
         try:
-            assert (await backend.send("GET", "/small")).json() == {"status": "small"}
+            assert (await backend.session().send("GET", "/small")).json() == {"status": "small"}
             with pytest.raises(ProtocolError, match="exceeds"):
                 await backend.status(TASK)
             peak = tracemalloc.get_traced_memory()[1]

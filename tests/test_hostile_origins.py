@@ -89,11 +89,13 @@ async def test_send_keeps_user_headers_for_the_configured_origin_only(other: str
         base = api.url if other == "port" else api.url.replace("127.0.0.1", "localhost")
         backend = CloudCoinBackend(base, headers=USER, policy=POLICY)
         try:
-            await backend.send("GET", "/api/v1/own")
-            await backend.send("GET", elsewhere.url + "/foreign", headers={"Authorization": "x"})
+            await backend.session().send("GET", "/api/v1/own")
+            await backend.session().send(
+                "GET", elsewhere.url + "/foreign", headers={"Authorization": "x"}
+            )
             if other != "port":
                 # same port and scheme, another host name: another origin
-                await backend.send("GET", api.url + "/by-ip")
+                await backend.session().send("GET", api.url + "/by-ip")
         finally:
             await backend.aclose()
         seen = [r.headers for r in api.requests]
