@@ -154,3 +154,16 @@ def _stop_background_loop() -> None:
             asyncio.run_coroutine_threadsafe(close_all(), loop).result(timeout=2.0)
     loop.call_soon_threadsafe(loop.stop)
     thread.join(timeout=1.0)
+
+
+def reraise_if_cancelling() -> None:
+    """Raise ``CancelledError`` when the running task is being cancelled.
+
+    For handlers of connection errors in retry loops: some clients (redis-py among them) turn a
+    cancellation that lands inside their own timeout into a ``TimeoutError``, an ``OSError``; a
+    loop that retries it would never stop.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+

@@ -26,6 +26,7 @@ from .._runtime import (
     close_at_exit,
     current_or_background_loop,
     in_loop_thread,
+    reraise_if_cancelling,
 )
 from ._catalogue import check_name, event_model, validator
 from ._records import Record, TaskKeys, decode_record, entry_id, request_stream
@@ -348,6 +349,7 @@ class _Hub:
             try:
                 return await call()
             except _CONNECTION_ERRORS as exc:
+                reraise_if_cancelling()
                 if time.monotonic() + pause > deadline:
                     raise BackendUnavailable(
                         f"Redis unreachable for {self.owner.unavailable_after:g} s",
@@ -387,6 +389,7 @@ class _Hub:
                     if await self.redis.client_unblock(self.reader_id):
                         return
                 except _CONNECTION_ERRORS:
+                    reraise_if_cancelling()
                     return
             await asyncio.sleep(0.002)  # the XREAD was sent but is not blocking yet
 
@@ -417,6 +420,7 @@ class _Hub:
                 if reader is not self.reader:
                     return
             except _CONNECTION_ERRORS as exc:
+                reraise_if_cancelling()
                 self.reader_id = None
                 suspect = True
                 now = time.monotonic()

@@ -21,6 +21,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from .._aio import aiter
 from .._errors import ConfigurationError, InvalidTaskId, ReactiveTasksError
 from .._models import TaskEvent
+from .._runtime import reraise_if_cancelling
 from ..backends import Backend, Reading
 from . import _scripts
 from ._catalogue import check_name, event_model
@@ -156,6 +157,7 @@ class Relay:
                             *(self._offer(backend, e.decode(), f) for e, f in entries)
                         )
             except (*_CONNECTION_ERRORS, ResponseError) as exc:  # NOGROUP after a data loss
+                reraise_if_cancelling()
                 _log.warning("relay %s: request stream %s: %s", self.name, stream, exc)
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 1.0)
@@ -252,6 +254,7 @@ class Relay:
                 _log.warning("relay %s: publishing %s failed: %s", self.name, keys.tag, exc)
                 raise _LeaseLost() from exc
             except _CONNECTION_ERRORS:
+                reraise_if_cancelling()
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 1.0)
                 continue
@@ -291,6 +294,7 @@ class Relay:
             try:
                 await job()
             except (*_CONNECTION_ERRORS, ResponseError) as exc:
+                reraise_if_cancelling()
                 _log.warning("relay %s: %s failed: %s", self.name, what, exc)
                 next_at = time.monotonic()
 
