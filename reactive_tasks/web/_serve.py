@@ -13,6 +13,7 @@ from reactivex import Observable
 from reactivex import operators as ops
 
 from .._models import TaskEvent
+from .._net import bind_socket
 from ..compose import merge_tasks
 from ._dashboard import dashboard_app
 
@@ -23,16 +24,7 @@ Stream = tuple[str, str, Observable[TaskEvent[Any]]]
 
 def bind(host: str, port: int) -> socket.socket:
     """A listening socket for the dashboard (raises OSError, e.g. when the port is taken)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(512)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
+    return bind_socket(host, port, backlog=512)
 
 
 class _Server(uvicorn.Server):
