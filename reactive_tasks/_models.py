@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Generic, TypeVar
+from typing import Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -71,6 +71,8 @@ class TaskEvent(BaseModel, Generic[SnapshotT]):
     observed_at: datetime
     sequence: int = Field(ge=0)
     snapshot: SnapshotT
+    #: What delivered the change: a poll of the API or a push feed (Pulse, chain logs).
+    via: Literal["poll", "push"] = "poll"
 
     @property
     def terminal(self) -> bool:

@@ -24,7 +24,8 @@ class PollPolicy:
     observation (``ObservationTimeout``); ``creation_grace`` tolerates "not found" that long after
     subscribing, for tasks the API has not made visible yet. ``jitter`` is the fraction of the
     interval by which a poll loop's tick is offset at random, so that many processes started
-    together do not poll in lock-step.
+    together do not poll in lock-step. While a push feed (Pulse, chain logs) is live for a task,
+    it is polled only every ``reconcile_interval``, to catch messages the feed dropped.
     """
 
     interval: float = 2.0
@@ -36,6 +37,7 @@ class PollPolicy:
     timeout: float | None = None
     creation_grace: float = 0.0
     max_retry_after: float = 300.0
+    reconcile_interval: float = 60.0
 
     def __post_init__(self) -> None:
         def finite(name: str, value: float, *, positive: bool) -> None:
@@ -52,6 +54,7 @@ class PollPolicy:
         finite("jitter", self.jitter, positive=False)
         finite("backoff", self.backoff, positive=True)
         finite("max_retry_after", self.max_retry_after, positive=True)
+        finite("reconcile_interval", self.reconcile_interval, positive=True)
         if self.backoff < 1:
             raise ConfigurationError(f"PollPolicy.backoff must be >= 1, got {self.backoff!r}")
         if self.jitter > 1:

@@ -11,6 +11,8 @@ from typing import Any, NamedTuple, Protocol, TypeVar
 from ._models import TaskState
 
 __all__ = [
+    "Feed",
+    "FeedSink",
     "Outcome",
     "PollSource",
     "Reading",
@@ -85,6 +87,33 @@ class Source(Protocol):
     def change_key(self, snapshot: Any, reading: Reading) -> Hashable: ...
 
     def display_id(self, task_id: str) -> str: ...
+
+
+class FeedSink(Protocol):
+    """What a feed tells its hub; called on the hub's loop only."""
+
+    def feed_live(self, live: bool) -> None:
+        """The feed is connected with every watched ref bound (True), or has lost that (False)."""
+
+    def feed_snapshot(self, ref: TaskRef, snapshot: Any) -> None:
+        """A pushed snapshot of ``ref``: the same validated model ``fetch_many`` yields."""
+
+
+class Feed(Protocol):
+    """A push input beside the polls of one backend on one loop (Pulse, chain logs).
+
+    The hub makes it with its source's ``open_feed()`` on its first watch and runs ``run`` as a
+    task until the hub closes. ``run`` connects, binds every watched ref, calls
+    ``sink.feed_live(True)``; on a lost connection it calls ``sink.feed_live(False)`` and
+    reconnects with backoff. It never raises but ``CancelledError``. ``watch``/``unwatch`` come
+    from the hub as watches come and go; the feed updates its bindings in the background.
+    """
+
+    def watch(self, ref: TaskRef) -> None: ...
+
+    def unwatch(self, ref: TaskRef) -> None: ...
+
+    async def run(self, sink: FeedSink) -> None: ...
 
 
 #: The name the engine used before the split; same protocol.

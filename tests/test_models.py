@@ -85,7 +85,7 @@ def test_error_hierarchy() -> None:
         {"interval": 0}, {"interval": -1}, {"interval": float("nan")}, {"interval": "2"},
         {"backoff": 0.5}, {"jitter": 2}, {"max_interval": 1, "interval": 2},
         {"timeout": 0}, {"retry_budget": -1}, {"retry_budget": 1.5}, {"creation_grace": -1},
-        {"request_timeout": 0},
+        {"request_timeout": 0}, {"reconcile_interval": 0}, {"reconcile_interval": "60"},
     ],
 )
 def test_poll_policy_rejects_nonsense(kwargs: dict[str, object]) -> None:
@@ -99,4 +99,5 @@ def test_poll_policy_defaults() -> None:
         2.0, 30.0, 2.0, 0.1, 10.0,
     )
     assert p.timeout is None and p.creation_grace == 0.0
+    assert p.reconcile_interval == 60.0
     assert PollPolicy(interval=0.5, timeout=3).timeout == 3

@@ -38,7 +38,7 @@ from .._redact import (
 from .._runtime import background_loop
 from .._rx import observe_ref
 from .._session import Auth, Session, parse_retry_after
-from .._types import Reading, TaskRef
+from .._types import Feed, Reading, TaskRef
 
 __all__ = ["Backend", "Reading", "TaskRef", "TransientFault", "parse_retry_after"]
 
@@ -121,6 +121,15 @@ class Backend(ABC, Generic[SnapshotT]):
     def change_key(self, snapshot: SnapshotT, reading: Reading) -> Hashable:
         """What must differ between two polls for a new event; timestamps never count."""
         return reading
+
+    def order_key(self, snapshot: SnapshotT, reading: Reading) -> tuple[int, ...] | None:
+        """How new an answer is (larger is newer), or None when the API gives no order: an
+        answer older than one already seen, by poll or push, never moves a task backwards."""
+        return None
+
+    def open_feed(self) -> Feed | None:
+        """A push feed beside the polls, made once per hub (backend and loop); None polls only."""
+        return None
 
     def display_id(self, task_id: str) -> str:
         """How ``task_id`` appears in errors and logs (a backend may shorten secret ids)."""
