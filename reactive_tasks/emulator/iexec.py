@@ -1,10 +1,16 @@
 """iExec under /iexec: an Ethereum JSON-RPC node fronting a PoCo hub, plus an IPFS gateway.
 
 `POST /iexec/rpc` answers JSON-RPC 2.0 (single or batch): `eth_chainId`, `net_version`,
-`eth_blockNumber`, `eth_getBlockByNumber`, `web3_clientVersion` and `eth_call` to `HUB_ADDRESS`
-for `viewTask(bytes32)`, `viewDeal(bytes32)`, `viewCategory(uint256)` and
+`eth_blockNumber`, `eth_getBlockByNumber`, `eth_getLogs`, `web3_clientVersion` and `eth_call` to
+`HUB_ADDRESS` for `viewTask(bytes32)`, `viewDeal(bytes32)`, `viewCategory(uint256)` and
 `final_deadline_ratio()`, ABI-encoded with eth-abi like the real hub. `GET /iexec/ipfs/{cid}`
-serves the result archives of completed tasks.
+serves the result archives of completed tasks. A WebSocket on `/iexec/rpc` answers the same
+calls plus `eth_subscribe` ("logs" with a filter, "newHeads") and `eth_unsubscribe`.
+
+Blocks land every `block_time` seconds (`_chain`); each status change of a scripted task emits
+the hub's real event logs (TaskInitialize ... TaskFinalize, TaskClaimed) in the block that sees
+it. `GET/POST /iexec/_chain` reads or sets `block_time`; `POST /iexec/_chain/reorg` announces a
+task's latest logs as `removed`; `POST /iexec/_chain/drop` closes every WebSocket.
 
 A scripted task's step has a `status` (UNSET, ACTIVE, REVEALING, COMPLETED, FAILED) and
 optionally `results` (an object stored as JSON, a raw string, or null). Creation extras describe
@@ -31,8 +37,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from ._api import ApiContext, EmulatedApi
+from ._chain import Ledger
 from ._client import EmulatorClient
 from ._faults import Fault
+from ._sockets import chain_routes
 from ._state import ScriptedTask, Step, StepView
 
 __all__ = [
@@ -79,7 +87,6 @@ _WORKERPOOL = "0x900100000000000000000000000000000000b001"
 _OWNER = "0x0a1e000000000000000000000000000000000a1e"
 _REQUESTER = "0x4e9e000000000000000000000000000000004e9e"
 _WORKER = "0x3044e00000000000000000000000000000003044"
-_GENESIS = 1_600_000_000
 _STEP_KEYS = frozenset({"status", "results"})
 _EXTRA_KEYS = frozenset(
     {"deal_id", "idx", "bot_first", "bot_size", "category", "start_time", "deadline_in"}
@@ -293,6 +300,43 @@ class _Chain:
                 return self._remember(_Deal(deal_id, task))
         return None
 
+    def statuses(self) -> list[tuple[str, int]]:
+        """(id, on-chain status) of every task now: what the ledger scans for changes."""
+        return [(task.id, _status_of(task.peek().fields)) for task in self.ctx.tasks.tasks()]
+
+    def describe(self, task_id: str, old: int, new: int) -> list[tuple[str, list[Any]]]:
+        """The hub's events for a task moving from status ``old`` to ``new`` (PoCo's order:
+        initialize, contribute + consensus, reveal + finalize; reopen; claim)."""
+        task = self.ctx.tasks.get(task_id)
+        raw = bytes.fromhex(task_id[2:])
+        consensus = _keccak(b"consensus:" + task_id.encode())
+        events: list[tuple[str, list[Any]]] = []
+        if old == 0 and new:
+            events.append(("TaskInitialize", [raw, _WORKERPOOL]))
+            old = 1
+        if new == 4:
+            return [*events, ("TaskClaimed", [raw])] if old in (1, 2) else events
+        if old == 2 and new == 1:
+            return [("TaskReopen", [raw])]
+        if old == 1 and new >= 2:
+            contribution = _keccak(b"contribution:" + task_id.encode())
+            events += [("TaskContribute", [raw, _WORKER, contribution]),
+                       ("TaskConsensus", [raw, consensus])]
+            old = 2
+        if old == 2 and new == 3:
+            results = b"" if task is None else self._results(task, task.peek().fields)
+            events += [("TaskReveal", [raw, _WORKER, consensus]),
+                       ("TaskFinalize", [raw, results])]
+            old = 3
+        if old != new and not events:  # a script going back: the event of where it lands
+            arrival: dict[int, tuple[str, list[Any]]] = {
+                1: ("TaskInitialize", [raw, _WORKERPOOL]),
+                2: ("TaskConsensus", [raw, consensus]),
+                3: ("TaskFinalize", [raw, b""]),
+            }
+            events += [arrival[new]] if new in arrival else []
+        return events
+
     def view_task(self, task_id: str) -> bytes:
         task = self.ctx.tasks.get(task_id)
         if task is None:
@@ -377,25 +421,10 @@ def _result(call_id: Any, value: Any) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "id": call_id, "result": value}
 
 
-def _block(number: int) -> dict[str, Any]:
-    timestamp = _GENESIS + number
-    digest = "0x" + _keccak(number.to_bytes(32, "big")).hex()
-    parent = "0x" + _keccak(max(number - 1, 0).to_bytes(32, "big")).hex()
-    return {
-        "number": hex(number), "hash": digest, "parentHash": parent,
-        "timestamp": hex(timestamp), "nonce": "0x0000000000000000", "difficulty": "0x0",
-        "totalDifficulty": "0x0", "gasLimit": hex(30_000_000), "gasUsed": "0x0",
-        "miner": _ZERO_ADDRESS, "extraData": "0x", "baseFeePerGas": "0x0",
-        "sha3Uncles": "0x" + "00" * 32, "logsBloom": "0x" + "00" * 256,
-        "transactionsRoot": "0x" + "00" * 32, "stateRoot": "0x" + "00" * 32,
-        "receiptsRoot": "0x" + "00" * 32, "mixHash": "0x" + "00" * 32,
-        "size": "0x200", "transactions": [], "uncles": [],
-    }
-
-
 def routes(ctx: ApiContext) -> Sequence[BaseRoute]:
     """The JSON-RPC node (`POST /rpc`) and the IPFS gateway (`GET /ipfs/{cid}`)."""
     chain = _Chain(ctx)
+    ledger = Ledger(HUB_ADDRESS, chain.statuses, chain.describe)
     selectors = _selectors()
     label = f"{ctx.name} POST /rpc"
 
@@ -479,19 +508,12 @@ def routes(ctx: ApiContext) -> Sequence[BaseRoute]:
                         return _result(call_id, fault.body["result"])
                     return _rpc_error_body(call_id, *_fault_error(fault))
             return eth_call(item)
-        number = int(time.time()) - _GENESIS
         if method == "eth_chainId":
             return _result(call_id, hex(CHAIN_ID))
         if method == "net_version":
             return _result(call_id, str(CHAIN_ID))
-        if method == "eth_blockNumber":
-            return _result(call_id, hex(number))
-        if method == "eth_getBlockByNumber":
-            params = item.get("params") or ["latest"]
-            tag = params[0]
-            explicit = isinstance(tag, str) and tag.startswith("0x")
-            wanted = int(tag, 16) if explicit else number
-            return _result(call_id, _block(min(wanted, number)))
+        if method in _CHAIN_METHODS:
+            return _chain_call(ledger, call_id, method, item.get("params"))
         if method == "web3_clientVersion":
             return _result(call_id, "reactive-tasks-emulator/iexec")
         logger.warning("iexec emulator: unsupported JSON-RPC method %r", method)
@@ -529,7 +551,28 @@ def routes(ctx: ApiContext) -> Sequence[BaseRoute]:
     return [
         Route("/rpc", rpc, methods=["POST"]),
         ctx.route("/ipfs/{cid}", ipfs, task_param=None),
+        *chain_routes(ledger, lambda item: answer(item, None)),
     ]
+
+
+_CHAIN_METHODS = frozenset({"eth_blockNumber", "eth_getBlockByNumber", "eth_getLogs"})
+
+
+def _chain_call(ledger: Ledger, call_id: Any, method: str, params: Any) -> dict[str, Any]:
+    """The calls the ledger answers: the head, a block header, logs."""
+    params = params if isinstance(params, list) else []
+    head = ledger.sync()
+    if method == "eth_blockNumber":
+        return _result(call_id, hex(head))
+    try:
+        if method == "eth_getBlockByNumber":
+            wanted = ledger.block_number(params[0] if params else "latest", head)
+            return _result(call_id, ledger.block(min(wanted, head)))
+        if not params or not isinstance(params[0], dict):
+            raise ValueError("eth_getLogs takes one filter object")
+        return _result(call_id, ledger.get_logs(params[0]))
+    except ValueError as exc:
+        return _rpc_error_body(call_id, -32602, f"invalid params: {exc}")
 
 
 def _empty_deal() -> bytes:
