@@ -192,6 +192,8 @@ class Ledger:
         self._next_index = 0  # log index within the block being filled
         self._filling = -1  # the block _next_index counts in
         self.mined = self.clock.head() - 1
+        #: Every block's ``baseFeePerGas`` in wei; None: a pre-London chain (no such field).
+        self.base_fee: int | None = 0
 
     # -- mining ------------------------------------------------------------------------------
 
@@ -316,14 +318,17 @@ class Ledger:
     def block(self, number: int) -> dict[str, Any]:
         """A block header as ``eth_getBlockByNumber`` gives it (no transactions)."""
         zero32 = "0x" + "00" * 32
-        return {
+        header: dict[str, Any] = {
             "number": hex(number), "hash": block_hash(number),
             "parentHash": block_hash(max(number - 1, 0)),
             "timestamp": hex(int(self.clock.landed_at(number))),
             "nonce": "0x0000000000000000", "difficulty": "0x0", "totalDifficulty": "0x0",
             "gasLimit": hex(30_000_000), "gasUsed": "0x0", "miner": "0x" + "00" * 20,
-            "extraData": "0x", "baseFeePerGas": "0x0", "sha3Uncles": zero32,
+            "extraData": "0x", "sha3Uncles": zero32,
             "logsBloom": "0x" + "00" * 256, "transactionsRoot": zero32, "stateRoot": zero32,
             "receiptsRoot": zero32, "mixHash": zero32, "size": "0x200", "transactions": [],
             "uncles": [],
         }
+        if self.base_fee is not None:
+            header["baseFeePerGas"] = hex(self.base_fee)
+        return header

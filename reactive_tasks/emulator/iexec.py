@@ -42,6 +42,7 @@ from ._client import EmulatorClient
 from ._faults import Fault
 from ._sockets import chain_routes
 from ._state import ScriptedTask, Step, StepView
+from ._wallet import WALLET_METHODS, Execution, NodeError, Wallet, wallet_call
 
 __all__ = [
     "API",
@@ -302,7 +303,36 @@ class _Chain:
 
     def statuses(self) -> list[tuple[str, int]]:
         """(id, on-chain status) of every task now: what the ledger scans for changes."""
-        return [(task.id, _status_of(task.peek().fields)) for task in self.ctx.tasks.tasks()]
+        return [(task.id, self.status_of(task, task.peek())) for task in self.ctx.tasks.tasks()]
+
+    def status_of(self, task: ScriptedTask, view: StepView) -> int:
+        """The task's on-chain status: its script's, or FAILED once claimed."""
+        return 4 if task.memo.get("claimed") else _status_of(view.fields)
+
+    def execute(self, ledger: Ledger, to: str, data: bytes, tx_hash: str | None) -> Execution:
+        """Run a call on the chain (committed when it is the transaction ``tx_hash``): the hub's
+        ``claim(bytes32)`` with PoCo's rules; any other hub function reverts, other addresses
+        accept anything (plain transfers)."""
+        block = ledger.sync() + 1
+        if to != HUB_ADDRESS:
+            return Execution(None, block)
+        if data[:4] != _CLAIM_SELECTOR or len(data) != 36:
+            return Execution("", block)
+        task_id = "0x" + data[4:].hex()
+        task = self.ctx.tasks.get(task_id)
+        status = 0 if task is None else self.status_of(task, task.peek())
+        if task is None or status not in (1, 2):  # only ACTIVE or REVEALING tasks
+            return Execution("", block, revert_data=_custom_error(
+                "TaskNotClaimable(bytes32,uint8)", ["bytes32", "uint8"], [data[4:], status]))
+        deadline, now = self.deal_for(task).final_deadline, int(ledger.landed_at(block))
+        if deadline > now:
+            return Execution("", block, revert_data=_custom_error(
+                "DeadlineNotReached(uint256,uint256)", ["uint256", "uint256"], [deadline, now]))
+        if tx_hash is None:
+            return Execution(None, block)
+        task.memo["claimed"] = True
+        mined, logs = ledger.record(task_id, 4, [("TaskClaimed", [data[4:]])], tx_hash)
+        return Execution(None, mined, tuple(logs))
 
     def describe(self, task_id: str, old: int, new: int) -> list[tuple[str, list[Any]]]:
         """The hub's events for a task moving from status ``old`` to ``new`` (PoCo's order:
@@ -343,12 +373,12 @@ class _Chain:
             return _encode([_TASK_TYPE], [_unset_task()])
         view = task.read()
         deal = self.deal_for(task)
-        if _status_of(view.fields) == 0:
+        if self.status_of(task, view) == 0:
             return _encode([_TASK_TYPE], [_unset_task()])
         return _encode([_TASK_TYPE], [self._task_tuple(task, view, deal)])
 
     def _task_tuple(self, task: ScriptedTask, view: StepView, deal: _Deal) -> tuple[Any, ...]:
-        status = _status_of(view.fields)
+        status = self.status_of(task, view)
         ref = deal.time_ref
         decided = status in (2, 3)
         consensus = _keccak(b"consensus:" + task.id.encode()) if decided else _ZERO32
@@ -388,6 +418,14 @@ class _Chain:
         return json.dumps({"storage": "ipfs", "location": f"/ipfs/{cid}"}).encode()
 
 
+_CLAIM_SELECTOR = _keccak(b"claim(bytes32)")[:4]
+
+
+def _custom_error(signature: str, types: list[str], args: list[Any]) -> str:
+    """The revert data of a Solidity custom error (the hub's since PoCo v6)."""
+    return "0x" + (_keccak(signature.encode())[:4] + _encode(types, args)).hex()
+
+
 def _unset_task() -> tuple[Any, ...]:
     return (0, _ZERO32, 0, 0, 0, 0, 0, _ZERO32, 0, 0, [], _ZERO32, b"", 0, b"")
 
@@ -425,6 +463,9 @@ def routes(ctx: ApiContext) -> Sequence[BaseRoute]:
     """The JSON-RPC node (`POST /rpc`) and the IPFS gateway (`GET /ipfs/{cid}`)."""
     chain = _Chain(ctx)
     ledger = Ledger(HUB_ADDRESS, chain.statuses, chain.describe)
+    wallet = Wallet(
+        CHAIN_ID, ledger, lambda _sender, to, data, tx: chain.execute(ledger, to, data, tx)
+    )
     selectors = _selectors()
     label = f"{ctx.name} POST /rpc"
 
@@ -469,6 +510,16 @@ def routes(ctx: ApiContext) -> Sequence[BaseRoute]:
     def eth_call(item: dict[str, Any]) -> dict[str, Any]:
         call_id = item.get("id")
         decoded = decode_call(item)
+        if decoded is None and isinstance(item.get("params"), list) and item["params"]:
+            call = item["params"][0]
+            data = call.get("data", call.get("input")) if isinstance(call, dict) else None
+            if isinstance(data, str) and data.startswith("0x" + _CLAIM_SELECTOR.hex()):
+                try:  # claim(bytes32) run dry, as a wallet's preflight does
+                    wallet.estimate_gas(call)
+                    return _result(call_id, "0x")
+                except NodeError as exc:
+                    if exc.code == 3:
+                        return _rpc_error_body(call_id, exc.code, exc.message, exc.data)
         if decoded is None:
             # An unknown function or a non-contract address: reverts / returns nothing.
             params = item.get("params") or [{}]
@@ -514,6 +565,8 @@ def routes(ctx: ApiContext) -> Sequence[BaseRoute]:
             return _result(call_id, str(CHAIN_ID))
         if method in _CHAIN_METHODS:
             return _chain_call(ledger, call_id, method, item.get("params"))
+        if method in WALLET_METHODS:
+            return _wallet_answer(wallet, call_id, method, item.get("params"), fault)
         if method == "web3_clientVersion":
             return _result(call_id, "reactive-tasks-emulator/iexec")
         logger.warning("iexec emulator: unsupported JSON-RPC method %r", method)
@@ -530,7 +583,10 @@ def routes(ctx: ApiContext) -> Sequence[BaseRoute]:
                 return early
             return JSONResponse(_rpc_error_body(None, -32700, "Parse error"))
         items = body if isinstance(body, list) else [body]
-        early = await ctx.guard(request, label, touched_ids(items))
+        methods = " ".join(str(i.get("method")) for i in items if isinstance(i, dict))
+        early = await ctx.guard(
+            request, label, touched_ids(items), path=f"{request.scope['path']}#{methods}"
+        )
         fault = None
         if isinstance(early, _RpcFault):
             fault = early.fault
@@ -548,8 +604,20 @@ def routes(ctx: ApiContext) -> Sequence[BaseRoute]:
             return Response("ipfs resolve -r /ipfs/" + cid + ": not found", status_code=404)
         return Response(_archive(task.id), media_type="application/zip")
 
+    async def wallet_settings(request: Request) -> Response:
+        if request.method == "POST":
+            try:
+                body = json.loads(await request.body() or b"{}")
+                if not isinstance(body, dict):
+                    raise ValueError("the body must be a JSON object")
+                wallet.configure(body)
+            except ValueError as exc:
+                return JSONResponse({"error": str(exc)}, status_code=422)
+        return JSONResponse(wallet.describe())
+
     return [
         Route("/rpc", rpc, methods=["POST"]),
+        Route("/_wallet", wallet_settings, methods=["GET", "POST"]),
         ctx.route("/ipfs/{cid}", ipfs, task_param=None),
         *chain_routes(ledger, lambda item: answer(item, None)),
     ]
@@ -573,6 +641,22 @@ def _chain_call(ledger: Ledger, call_id: Any, method: str, params: Any) -> dict[
         return _result(call_id, ledger.get_logs(params[0]))
     except ValueError as exc:
         return _rpc_error_body(call_id, -32602, f"invalid params: {exc}")
+
+
+def _wallet_answer(
+    wallet: Wallet, call_id: Any, method: str, params: Any, fault: Fault | None
+) -> dict[str, Any]:
+    """A wallet call; an `api_error` fault hits `eth_sendRawTransaction` too: with
+    `body={"revert": true}` the transaction is mined and reverts, else the node refuses it."""
+    force_revert = False
+    if fault is not None and method == "eth_sendRawTransaction":
+        if not (isinstance(fault.body, dict) and fault.body.get("revert")):
+            return _rpc_error_body(call_id, *_fault_error(fault))
+        force_revert = True
+    try:
+        return _result(call_id, wallet_call(wallet, method, params, force_revert=force_revert))
+    except NodeError as exc:
+        return _rpc_error_body(call_id, exc.code, exc.message, exc.data)
 
 
 def _empty_deal() -> bytes:
