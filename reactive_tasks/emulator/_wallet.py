@@ -155,7 +155,10 @@ class Wallet:
             "gas_price": self.gas_price, "priority_fee": self.priority_fee,
             "transactions": [
                 {"hash": m.hash, "from": m.sender, "nonce": m.fields["nonce"],
-                 "type": m.fields["type"], "to": m.fields["to"],
+                 "type": m.fields["type"], "to": m.fields["to"], "gas": m.fields["gas"],
+                 "gas_price": m.fields.get("gasPrice"),
+                 "max_fee_per_gas": m.fields.get("maxFeePerGas"),
+                 "max_priority_fee_per_gas": m.fields.get("maxPriorityFeePerGas"),
                  "status": 0 if m.execution.reverted is not None else 1,
                  "block": m.execution.block}
                 for m in mined
