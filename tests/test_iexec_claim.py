@@ -306,3 +306,92 @@ async def test_the_key_never_shows_in_logs_reprs_or_errors(
     assert caplog.records  # DEBUG logging did record the exchanges
     for form in forms:
         assert form not in everything
+
+
+# -- the emulated node's side ------------------------------------------------------------------
+
+
+def _rpc(rpc_url: str, method: str, *params: Any) -> dict[str, Any]:
+    reply: dict[str, Any] = httpx.post(
+        rpc_url, json={"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)}
+    ).json()
+    return reply
+
+
+def _claim_tx(task: str, **fields: Any) -> dict[str, Any]:
+    from eth_hash.auto import keccak
+
+    data = "0x" + (keccak(b"claim(bytes32)")[:4] + bytes.fromhex(task[2:])).hex()
+    return {"type": 2, "chainId": 31337, "nonce": 0, "to": bytes.fromhex(HUB_ADDRESS[2:]),
+            "data": data, "value": 0, "gas": 80_000, "maxFeePerGas": 10**9,
+            "maxPriorityFeePerGas": 10**6, **fields}
+
+
+def _raw(account: LocalAccount, tx: dict[str, Any]) -> str:
+    return "0x" + bytes(account.sign_transaction(tx).raw_transaction).hex()
+
+
+def test_the_node_recovers_the_sender_and_checks_chain_id_and_nonce(
+    emulator: EmulatorClient, rpc_url: str, account: LocalAccount
+) -> None:
+    steps, extra = TIMED_OUT
+    task = _task(emulator, steps, **extra)
+    wrong_chain = _rpc(rpc_url, "eth_sendRawTransaction", _raw(account, _claim_tx(task, chainId=1)))
+    too_high = _rpc(rpc_url, "eth_sendRawTransaction", _raw(account, _claim_tx(task, nonce=5)))
+    garbage = _rpc(rpc_url, "eth_sendRawTransaction", "0x02c0")
+    good = _raw(account, _claim_tx(task))
+    accepted = _rpc(rpc_url, "eth_sendRawTransaction", good)
+    again = _rpc(rpc_url, "eth_sendRawTransaction", good)
+    too_low = _rpc(rpc_url, "eth_sendRawTransaction", _raw(account, _claim_tx(task, gas=90_000)))
+    assert "invalid chain id" in wrong_chain["error"]["message"]
+    assert "nonce too high" in too_high["error"]["message"]
+    assert garbage["error"]["code"] == -32602
+    assert accepted["result"] == "0x" + bytes(account.sign_transaction(_claim_tx(task)).hash).hex()
+    assert "already known" in again["error"]["message"]
+    assert "nonce too low" in too_low["error"]["message"]
+    (sent,) = _sent(emulator, account)  # recovered from the signature
+    assert sent["hash"] == accepted["result"] and sent["nonce"] == 0
+    assert _rpc(rpc_url, "eth_getTransactionCount", account.address, "pending")["result"] == "0x1"
+    by_hash = _rpc(rpc_url, "eth_getTransactionByHash", accepted["result"])["result"]
+    assert by_hash["from"] == account.address.lower() and by_hash["type"] == "0x2"
+
+
+def test_the_hub_refuses_a_claim_it_cannot_accept_with_its_custom_errors(
+    emulator: EmulatorClient, rpc_url: str, account: LocalAccount
+) -> None:
+    from eth_hash.auto import keccak
+
+    done = _task(emulator, [{"status": "COMPLETED"}], deadline_in=-60)
+    early = _task(emulator, [{"status": "ACTIVE"}], deadline_in=3600)
+    replies = {
+        name: _rpc(rpc_url, method, {"from": account.address, "to": HUB_ADDRESS,
+                                     "data": _claim_tx(task)["data"]}, *tag)
+        for name, method, task, tag in [
+            ("completed", "eth_estimateGas", done, ()),
+            ("early", "eth_estimateGas", early, ()),
+            ("preflight", "eth_call", done, ("latest",)),
+        ]
+    }
+    not_claimable = "0x" + keccak(b"TaskNotClaimable(bytes32,uint8)")[:4].hex()
+    not_reached = "0x" + keccak(b"DeadlineNotReached(uint256,uint256)")[:4].hex()
+    for name, prefix in [("completed", not_claimable), ("early", not_reached),
+                         ("preflight", not_claimable)]:
+        error = replies[name]["error"]
+        assert error["code"] == 3 and error["message"] == "execution reverted", name
+        assert error["data"].startswith(prefix), name
+    assert replies["completed"]["error"]["data"].endswith("03".rjust(64, "0"))  # the status
+
+
+def test_a_legacy_chain_has_no_base_fee_and_refuses_typed_transactions(
+    emulator: EmulatorClient, rpc_url: str, account: LocalAccount
+) -> None:
+    steps, extra = TIMED_OUT
+    task = _task(emulator, steps, **extra)
+    london = _rpc(rpc_url, "eth_getBlockByNumber", "latest", False)["result"]
+    _wallet(emulator, london=False, gas_price=5)
+    legacy = _rpc(rpc_url, "eth_getBlockByNumber", "latest", False)["result"]
+    typed = _rpc(rpc_url, "eth_sendRawTransaction", _raw(account, _claim_tx(task)))
+    assert "baseFeePerGas" in london and "baseFeePerGas" not in legacy
+    assert _rpc(rpc_url, "eth_gasPrice")["result"] == "0x5"
+    assert _rpc(rpc_url, "eth_maxPriorityFeePerGas")["error"]["code"] == -32601
+    assert "not supported" in typed["error"]["message"]

@@ -12,6 +12,18 @@ the hub's real event logs (TaskInitialize ... TaskFinalize, TaskClaimed) in the 
 it. `GET/POST /iexec/_chain` reads or sets `block_time`; `POST /iexec/_chain/reorg` announces a
 task's latest logs as `removed`; `POST /iexec/_chain/drop` closes every WebSocket.
 
+A wallet can send transactions (`_wallet`): `eth_getTransactionCount`, `eth_estimateGas`,
+`eth_gasPrice`, `eth_maxPriorityFeePerGas`, `eth_sendRawTransaction` (decoded, sender recovered,
+chain id and nonce checked), `eth_getTransactionReceipt` (once the block landed) and
+`eth_getTransactionByHash`. The hub runs `claim(bytes32)` with PoCo's rules: an ACTIVE or
+REVEALING task past its final deadline turns FAILED and emits `TaskClaimed`; anything else
+reverts with the hub's custom errors (`TaskNotClaimable`, `DeadlineNotReached`).
+`GET/POST /iexec/_wallet` lists the received transactions and reads or sets the fees
+(`london: false` serves a legacy chain: no `baseFeePerGas`, typed transactions refused).
+A fault's `path_contains` also matches the request's JSON-RPC method names (e.g.
+`eth_sendRawTransaction`); an `api_error` fault with `body={"revert": true}` on a send mines the
+transaction reverted.
+
 A scripted task's step has a `status` (UNSET, ACTIVE, REVEALING, COMPLETED, FAILED) and
 optionally `results` (an object stored as JSON, a raw string, or null). Creation extras describe
 its deal: `deal_id`, `idx`, `bot_first`, `bot_size`, `category` (0-4), and either `start_time`
