@@ -395,3 +395,38 @@ def test_a_legacy_chain_has_no_base_fee_and_refuses_typed_transactions(
     assert _rpc(rpc_url, "eth_gasPrice")["result"] == "0x5"
     assert _rpc(rpc_url, "eth_maxPriorityFeePerGas")["error"]["code"] == -32601
     assert "not supported" in typed["error"]["message"]
+
+
+async def test_a_claim_the_gas_estimate_reverts_is_not_claimable_and_not_sent(
+    emulator: EmulatorClient, rpc_url: str, account: LocalAccount
+) -> None:
+    steps, extra = TIMED_OUT
+    task = _task(emulator, steps, **extra)
+    emulator.inject_fault("iexec", "api_error", path_contains="eth_estimateGas", code=3)
+    guard = _sends_guard(emulator)
+    backend = IExecBackend(rpc_url, HUB_ADDRESS, policy=FAST, signer=account)
+    try:
+        with pytest.raises(TaskNotClaimable, match="eth_estimateGas reverted"):
+            await backend.claim(task)
+    finally:
+        await backend.aclose()
+    assert _remaining(emulator, guard) == 5 and _sent(emulator, account) == []
+
+
+async def test_no_receipt_within_the_bound_names_the_transaction(
+    emulator: EmulatorClient, rpc_url: str, account: LocalAccount
+) -> None:
+    steps, extra = TIMED_OUT
+    task = _task(emulator, steps, **extra)
+    chain = emulator.api_url("iexec") + "/_chain"
+    before = httpx.get(chain).json()["block_time"]
+    httpx.post(chain, json={"block_time": 600}).raise_for_status()  # the next block is far off
+    backend = IExecBackend(rpc_url, HUB_ADDRESS, policy=FAST, signer=account)
+    try:
+        with pytest.raises(BackendUnavailable, match="no receipt") as caught:
+            await backend.claim(task, timeout=1.0)
+    finally:
+        await backend.aclose()
+        httpx.post(chain, json={"block_time": before}).raise_for_status()
+    (sent,) = _sent(emulator, account)  # sent once, then only its receipt was asked for
+    assert sent["hash"] in str(caught.value)

@@ -21,8 +21,8 @@ reverts with the hub's custom errors (`TaskNotClaimable`, `DeadlineNotReached`).
 `GET/POST /iexec/_wallet` lists the received transactions and reads or sets the fees
 (`london: false` serves a legacy chain: no `baseFeePerGas`, typed transactions refused).
 A fault's `path_contains` also matches the request's JSON-RPC method names (e.g.
-`eth_sendRawTransaction`); an `api_error` fault with `body={"revert": true}` on a send mines the
-transaction reverted.
+`eth_sendRawTransaction`); an `api_error` fault answers the wallet calls of a request with its
+error too, or with `body={"revert": true}` mines a sent transaction reverted.
 
 A scripted task's step has a `status` (UNSET, ACTIVE, REVEALING, COMPLETED, FAILED) and
 optionally `results` (an object stored as JSON, a raw string, or null). Creation extras describe
@@ -658,11 +658,12 @@ def _chain_call(ledger: Ledger, call_id: Any, method: str, params: Any) -> dict[
 def _wallet_answer(
     wallet: Wallet, call_id: Any, method: str, params: Any, fault: Fault | None
 ) -> dict[str, Any]:
-    """A wallet call; an `api_error` fault hits `eth_sendRawTransaction` too: with
-    `body={"revert": true}` the transaction is mined and reverts, else the node refuses it."""
+    """A wallet call; an `api_error` fault answers it with its error, except that on
+    `eth_sendRawTransaction` with `body={"revert": true}` the transaction is mined reverted."""
     force_revert = False
-    if fault is not None and method == "eth_sendRawTransaction":
-        if not (isinstance(fault.body, dict) and fault.body.get("revert")):
+    if fault is not None:
+        if not (method == "eth_sendRawTransaction" and isinstance(fault.body, dict)
+                and fault.body.get("revert")):
             return _rpc_error_body(call_id, *_fault_error(fault))
         force_revert = True
     try:
