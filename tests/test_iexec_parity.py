@@ -286,3 +286,6 @@ async def test_claim_parity_with_the_sdk(emulator: EmulatorClient, iexec_sdk: Pa
     mined = {t["from"]: t for t in wallet if t["status"] == 1}
     assert mined[our_key.address.lower()]["hash"] == ours["timed out"][1]
     assert theirs[twins["timed out"][0]].endswith(mined[sdk_key.address.lower()]["hash"])
+    fees = ("type", "max_fee_per_gas", "max_priority_fee_per_gas", "gas_price")
+    sdk_tx, our_tx = mined[sdk_key.address.lower()], mined[our_key.address.lower()]
+    assert [sdk_tx[k] for k in fees] == [our_tx[k] for k in fees]  # ethers' EIP-1559 fees
