@@ -8,13 +8,16 @@ next block (``/iexec/_wallet`` lists what it received).
 from __future__ import annotations
 
 import logging
+import pickle
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
+from eth_abi.abi import encode
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+from eth_hash.auto import keccak
 
 from reactive_tasks import (
     BackendUnavailable,
@@ -29,8 +32,10 @@ from reactive_tasks.backends import (
     TransactionFailed,
     TransactionReverted,
 )
+from reactive_tasks.backends.iexec._abi import TASK_TYPE
 from reactive_tasks.emulator import EmulatorClient
 from reactive_tasks.emulator.iexec import HUB_ADDRESS, create_deal
+from tests.hostile import HostileServer, Reply
 
 FAST = PollPolicy(interval=0.05, max_interval=0.2, jitter=0.0, request_timeout=5.0)
 TIMED_OUT = ([{"status": "ACTIVE"}], {"deadline_in": -60})
@@ -299,8 +304,6 @@ async def test_the_key_never_shows_in_logs_reprs_or_errors(
         await backend.aclose()
     assert backend.signer is not None and account.address.lower() in repr(backend.signer)
     with pytest.raises(TypeError):
-        import pickle
-
         pickle.dumps(backend.signer)
     everything = "\n".join([*texts, caplog.text])
     assert caplog.records  # DEBUG logging did record the exchanges
@@ -319,8 +322,6 @@ def _rpc(rpc_url: str, method: str, *params: Any) -> dict[str, Any]:
 
 
 def _claim_tx(task: str, **fields: Any) -> dict[str, Any]:
-    from eth_hash.auto import keccak
-
     data = "0x" + (keccak(b"claim(bytes32)")[:4] + bytes.fromhex(task[2:])).hex()
     return {"type": 2, "chainId": 31337, "nonce": 0, "to": bytes.fromhex(HUB_ADDRESS[2:]),
             "data": data, "value": 0, "gas": 80_000, "maxFeePerGas": 10**9,
@@ -359,8 +360,6 @@ def test_the_node_recovers_the_sender_and_checks_chain_id_and_nonce(
 def test_the_hub_refuses_a_claim_it_cannot_accept_with_its_custom_errors(
     emulator: EmulatorClient, rpc_url: str, account: LocalAccount
 ) -> None:
-    from eth_hash.auto import keccak
-
     done = _task(emulator, [{"status": "COMPLETED"}], deadline_in=-60)
     early = _task(emulator, [{"status": "ACTIVE"}], deadline_in=3600)
     replies = {
@@ -430,3 +429,51 @@ async def test_no_receipt_within_the_bound_names_the_transaction(
         httpx.post(chain, json={"block_time": before}).raise_for_status()
     (sent,) = _sent(emulator, account)  # sent once, then only its receipt was asked for
     assert sent["hash"] in str(caught.value)
+
+
+# -- a node that answers what no honest hub would ----------------------------------------------
+
+
+def _scripted_node(receipts: list[Any]) -> Any:
+    """A JSON-RPC handler for HostileServer: a claimable task, fees, then ``receipts`` in turn
+    (a dict is a receipt, an int an HTTP status)."""
+    task = (1, b"\x11" * 32, 0, 300, 0, 0, 1_000, b"\x00" * 32, 0, 0, [], b"\x00" * 32, b"", 0,
+            b"")
+    answers = {
+        "eth_call": "0x" + encode([TASK_TYPE], [task]).hex(), "eth_chainId": "0x7a69",
+        "eth_getTransactionCount": "0x0", "eth_estimateGas": "0xcb20",
+        "eth_getBlockByNumber": {"number": "0x1", "baseFeePerGas": "0x1"},
+        "eth_maxPriorityFeePerGas": "0x1", "eth_gasPrice": "0x2", "eth_sendRawTransaction": "0x",
+    }
+
+    def handler(request: Any) -> Reply:
+        body = request.json()
+        if isinstance(body, dict) and body["method"] == "eth_sendRawTransaction":
+            return Reply.json({"jsonrpc": "2.0", "id": body["id"], "result": "0x" + "ab" * 32})
+        if body[0]["method"] == "eth_getTransactionReceipt":
+            receipt = receipts.pop(0) if len(receipts) > 1 else receipts[0]
+            if isinstance(receipt, int):
+                return Reply.json({"error": "busy"}, status=receipt)
+            return Reply.json([{"jsonrpc": "2.0", "id": 0, "result": receipt}])
+        return Reply.json([{"jsonrpc": "2.0", "id": item["id"], "result": answers[item["method"]]}
+                           for item in body])
+
+    return handler
+
+
+async def test_a_mined_claim_without_task_claimed_is_a_transaction_failure(
+    account: LocalAccount,
+) -> None:
+    mined_empty = {"status": "0x1", "blockNumber": "0x2", "logs": []}
+    with HostileServer(_scripted_node([503, None, mined_empty])) as server:
+        backend = IExecBackend(server.url + "/rpc", HUB_ADDRESS, policy=FAST, signer=account)
+        try:
+            with pytest.raises(TransactionFailed, match="no TaskClaimed") as caught:
+                await backend.claim("0x" + "22" * 32)
+        finally:
+            await backend.aclose()
+        methods = [r.json()["method"] if isinstance(r.json(), dict) else r.json()[0]["method"]
+                   for r in server.requests]
+    assert type(caught.value) is TransactionFailed
+    assert methods.count("eth_sendRawTransaction") == 1  # the 503 and null receipts: re-read
+    assert methods.count("eth_getTransactionReceipt") == 3

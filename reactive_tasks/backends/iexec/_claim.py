@@ -94,7 +94,7 @@ async def _claim(backend: IExecBackend, task_id: str, timeout: float) -> str:
     await _send(backend, task_id, raw, tx_hash, transaction["nonce"])
     _log.debug("claim of task %s sent: transaction %s", task_id, tx_hash)
     receipt = await _receipt(backend, task_id, tx_hash, timeout)
-    if receipt.status != "0x1":
+    if _number(receipt.status) != 1:
         raise TransactionReverted(
             f"the claim transaction {tx_hash} reverted (block {_block_of(receipt)})",
             backend=backend.name, task_id=task_id, tx_hash=tx_hash,
@@ -102,7 +102,7 @@ async def _claim(backend: IExecBackend, task_id: str, timeout: float) -> str:
     claimed = "0x" + abi.keccak(TASK_CLAIMED_TOPIC.encode()).hex()
     if not any(
         entry.address.lower() == backend.hub_address
-        and entry.topics[:2] == [claimed, task_id]
+        and [topic.lower() for topic in entry.topics[:2]] == [claimed, task_id]
         for entry in receipt.logs
     ):
         raise TransactionFailed(
@@ -250,12 +250,17 @@ def _quantity(backend: IExecBackend, value: object, what: str, task_id: str) -> 
     raise backend.protocol_error(f"{what} answered {str(value)[:40]!r}, not a quantity", task_id)
 
 
-def _block_of(receipt: _Receipt) -> str:
-    number = receipt.blockNumber
+def _number(text: str | None) -> int | None:
+    """A receipt's hex quantity, or None when absent or malformed."""
     try:
-        return str(int(number, 16)) if number else "?"
+        return int(text, 16) if text else None
     except ValueError:
-        return "?"
+        return None
+
+
+def _block_of(receipt: _Receipt) -> str:
+    number = _number(receipt.blockNumber)
+    return "?" if number is None else str(number)
 
 
 def _checksum(address: str) -> str:
