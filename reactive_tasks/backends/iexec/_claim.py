@@ -84,6 +84,8 @@ async def _claim(backend: IExecBackend, task_id: str, timeout: float) -> str:
     signer = backend.signer
     if signer is None:
         raise ConfigurationError(_NO_SIGNER)
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
+        raise ConfigurationError("claim's timeout must be a positive number of seconds")
     task_id = backend.validate_task_id(task_id)
     await _check_claimable(backend, task_id)
     data = abi.call_data(CLAIM, ("bytes32",), (bytes.fromhex(task_id[2:]),))
