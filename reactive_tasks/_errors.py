@@ -16,7 +16,10 @@
         ├── ArtifactNotFound                (Taskcluster)
         ├── ArtifactError                   (Taskcluster: an ``error`` artifact; ``reason``)
         ├── NoTaskResult                    (iExec)
-        └── ResultNotOnIpfs                 (iExec)
+        ├── ResultNotOnIpfs                 (iExec)
+        ├── TaskNotClaimable                (iExec: claim refused before anything was sent)
+        └── TransactionFailed               (iExec: the node refused a sent transaction; tx_hash)
+            └── TransactionReverted         (iExec: mined with status 0)
 
 Not here, on purpose: ``_transport.ResponseTooLarge``/``UnsupportedEncoding`` (httpx decoding
 errors, turned into ``ProtocolError`` by the session), ``backends.iexec._abi.AbiError`` and the
@@ -49,7 +52,10 @@ __all__ = [
     "ReactiveTasksError",
     "ResultNotOnIpfs",
     "TaskFailed",
+    "TaskNotClaimable",
     "TaskNotFound",
+    "TransactionFailed",
+    "TransactionReverted",
     "TransientFault",
 ]
 
@@ -172,6 +178,26 @@ class ResultNotOnIpfs(BackendError):
     """The task's result is stored elsewhere than IPFS (or has no location): no download."""
 
 
+class TaskNotClaimable(BackendError):
+    """The task cannot be claimed (completed, already failed, or before its final deadline):
+    nothing was signed or sent."""
+
+
+class TransactionFailed(BackendError):
+    """A signed transaction was refused by the node or did not do what it must; ``tx_hash``
+    names it (look it up before sending again: its nonce may be spent)."""
+
+    def __init__(
+        self, message: str, *, backend: str = "", task_id: str | None = None, tx_hash: str = ""
+    ) -> None:
+        super().__init__(message, backend=backend, task_id=task_id)
+        self.tx_hash = tx_hash
+
+
+class TransactionReverted(TransactionFailed):
+    """The transaction was mined and reverted (receipt status 0): its gas is spent."""
+
+
 def _public(module: str, *classes: type[BaseException]) -> None:
     for cls in classes:
         cls.__module__ = module
@@ -186,5 +212,5 @@ _public("reactive_tasks.compose", TaskFailed)
 _public(
     "reactive_tasks.backends",
     TransientFault, ArtifactNotFound, ArtifactError, InvalidArtifactName, NoTaskResult,
-    ResultNotOnIpfs,
+    ResultNotOnIpfs, TaskNotClaimable, TransactionFailed, TransactionReverted,
 )

@@ -52,7 +52,7 @@ def test_node_methods(emulator: EmulatorClient) -> None:
         {"jsonrpc": "2.0", "id": 2, "method": "net_version", "params": []},
         {"jsonrpc": "2.0", "id": 3, "method": "eth_blockNumber", "params": []},
         {"jsonrpc": "2.0", "id": 4, "method": "eth_getBlockByNumber", "params": ["latest", False]},
-        {"jsonrpc": "2.0", "id": 5, "method": "eth_sendRawTransaction", "params": ["0x00"]},
+        {"jsonrpc": "2.0", "id": 5, "method": "eth_sign", "params": ["0x00", "0x00"]},
         {"jsonrpc": "2.0", "id": 6},
     ])
     by_id = {r["id"]: r for r in replies}

@@ -6,6 +6,10 @@ at the emulator's JSON-RPC endpoint, observes scripted tasks while IExecBackend 
 twins; the ``message statusName`` sequences must equal the ``kind native_status`` ones. This
 proves both that the emulator speaks the chain's encoding and that the semantics match the SDK's.
 The SDK polls every 5 s, so the scripts step by polls and the test takes about 20 s.
+
+``claim.mjs`` runs the SDK's ``task.claim`` with a private-key signer on twins of timed-out,
+completed and not-yet-due tasks: it and ``IExecBackend.claim`` must accept and refuse the same
+ones, and after either side claimed, both observations must end the same way.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from reactive_tasks import PollPolicy, aiter
@@ -187,3 +192,100 @@ async def test_obs_task_parity_with_the_sdk(emulator: EmulatorClient, iexec_sdk:
             assert ours == theirs, f"{name}: SDK saw {theirs}, IExecBackend saw {ours}"
             assert ours == EXPECTED[name][index], name
 
+
+
+# -- claim -------------------------------------------------------------------------------------
+
+CLAIM_SCRIPT = Path(__file__).parent / "parity" / "claim.mjs"
+CLAIM_CASES: dict[str, Task] = {
+    "timed out": ([{"status": "ACTIVE"}], {"deadline_in": -60}),
+    "completed": ([{"status": "COMPLETED"}], {"deadline_in": -60}),
+    "before its deadline": ([{"status": "ACTIVE"}], {"deadline_in": 3600}),
+}
+CLAIM_EXPECTED = {
+    "timed out": "claimed", "completed": "status COMPLETED", "before its deadline": "too early",
+}
+
+
+def _sdk_outcome(line: str) -> str:
+    """What an SDK claim line says: claimed, refused for a status, or refused as too early."""
+    if " CLAIMED 0x" in line:
+        return "claimed"
+    if "Cannot claim a task having status " in line:
+        return "status " + line.rsplit(" ", 1)[1]
+    if "Cannot claim a task before reaching the consensus deadline" in line:
+        return "too early"
+    return line
+
+
+async def _our_outcome(backend: IExecBackend, task: str) -> tuple[str, str | None]:
+    from reactive_tasks.backends import TaskNotClaimable
+
+    try:
+        return "claimed", await backend.claim(task)
+    except TaskNotClaimable as exc:
+        if "having status " in exc.message:
+            return "status " + exc.message.rsplit(" ", 1)[1], None
+        return ("too early" if "before its final deadline" in exc.message else exc.message), None
+
+
+async def _ends(backend: IExecBackend, task: str) -> list[tuple[str, str]]:
+    seen = [(e.kind.value, e.native_status) async for e in aiter(backend.observe(task))]
+    return [*seen, ("COMPLETE", "")]
+
+
+async def test_claim_parity_with_the_sdk(emulator: EmulatorClient, iexec_sdk: Path) -> None:
+    from eth_account import Account
+
+    rpc_url = emulator.api_url("iexec") + "/rpc"
+    twins = {name: (create_deal(emulator, steps, **extra)[1][0],
+                    create_deal(emulator, steps, **extra)[1][0])
+             for name, (steps, extra) in CLAIM_CASES.items()}
+    sdk_key, our_key = Account.create(), Account.create()
+    proc = await asyncio.create_subprocess_exec(
+        "node", str(CLAIM_SCRIPT), str(iexec_sdk), rpc_url, HUB_ADDRESS,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PARITY_PRIVATE_KEY": sdk_key.key.hex()},
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    backend = IExecBackend(rpc_url, HUB_ADDRESS, policy=FAST, signer=our_key)
+    try:
+        ready = await asyncio.wait_for(proc.stdout.readline(), timeout=60)
+        assert ready.strip() == b"READY", ready
+        proc.stdin.write(" ".join(sdk for sdk, _ in twins.values()).encode() + b"\n")
+        await proc.stdin.drain()
+        theirs: dict[str, str] = {}
+        while (line := (await asyncio.wait_for(proc.stdout.readline(), 60)).decode().strip()):
+            if line == "CLAIMS DONE":
+                break
+            theirs[line.split(" ", 1)[0]] = line
+        ours = {name: await _our_outcome(backend, our) for name, (_, our) in twins.items()}
+        # After either side claimed, both observe both claimed tasks to their end.
+        claimed = list(twins["timed out"])
+        proc.stdin.write(" ".join(claimed).encode() + b"\n")
+        await proc.stdin.drain()
+        our_ends = await asyncio.gather(*(_ends(backend, task) for task in claimed))
+        out, err = await asyncio.wait_for(proc.communicate(), timeout=90)
+    finally:
+        await backend.aclose()
+        if proc.returncode is None:
+            proc.kill()
+    assert proc.returncode == 0, f"SDK script failed: {out.decode()} {err.decode()[-2000:]}"
+    for name, (sdk_task, _) in twins.items():
+        sdk_said = _sdk_outcome(theirs.get(sdk_task, "no line"))
+        assert sdk_said == ours[name][0] == CLAIM_EXPECTED[name], (name, theirs.get(sdk_task))
+    sdk_ends: dict[str, list[tuple[str, str]]] = {}
+    for line in out.decode().splitlines():
+        task, message, *rest = line.split(" ", 2)
+        sdk_ends.setdefault(task, []).append((message, rest[0] if rest else ""))
+    ended = [("TASK_FAILED", "FAILED"), ("COMPLETE", "")]
+    assert [sdk_ends.get(task) for task in claimed] == [ended, ended]
+    assert our_ends == [ended, ended]
+    wallet = httpx.get(emulator.api_url("iexec") + "/_wallet").json()["transactions"]
+    mined = {t["from"]: t for t in wallet if t["status"] == 1}
+    assert mined[our_key.address.lower()]["hash"] == ours["timed out"][1]
+    assert theirs[twins["timed out"][0]].endswith(mined[sdk_key.address.lower()]["hash"])
+    fees = ("type", "max_fee_per_gas", "max_priority_fee_per_gas", "gas_price")
+    sdk_tx, our_tx = mined[sdk_key.address.lower()], mined[our_key.address.lower()]
+    assert [sdk_tx[k] for k in fees] == [our_tx[k] for k in fees]  # ethers' EIP-1559 fees

@@ -6,6 +6,9 @@ from .._errors import (
     InvalidArtifactName,
     NoTaskResult,
     ResultNotOnIpfs,
+    TaskNotClaimable,
+    TransactionFailed,
+    TransactionReverted,
     TransientFault,
 )
 from ._base import Backend, Reading, TaskRef
@@ -54,6 +57,7 @@ __all__ = [
     "NoTaskResult",
     "Reading",
     "ResultNotOnIpfs",
+    "TaskNotClaimable",
     "TaskRef",
     "TaskclusterArtifact",
     "TaskclusterBackend",
@@ -62,5 +66,7 @@ __all__ = [
     "TaskclusterRun",
     "TaskclusterStatus",
     "TaskclusterTaskDefinition",
+    "TransactionFailed",
+    "TransactionReverted",
     "TransientFault",
 ]

@@ -89,11 +89,15 @@ class ApiContext:
         return self.api.normalize_id(raw) or raw
 
     async def guard(
-        self, request: Request, route: str, task_ids: Sequence[str] = ()
+        self, request: Request, route: str, task_ids: Sequence[str] = (), *,
+        path: str | None = None,
     ) -> Response | None:
-        """Count the request and apply a matching fault: its answer, or None to serve normally."""
+        """Count the request and apply a matching fault: its answer, or None to serve normally.
+
+        A fault's `path_contains` is matched against `path` (default: the request's path).
+        """
         self._counter.record(self.name, route, task_ids)
-        fault = self._faults.take(self.name, request.scope["path"], task_ids)
+        fault = self._faults.take(self.name, path or request.scope["path"], task_ids)
         if fault is None:
             return None
         return await fault_response(fault, self.api.api_error)

@@ -1,10 +1,28 @@
 """iExec under /iexec: an Ethereum JSON-RPC node fronting a PoCo hub, plus an IPFS gateway.
 
 `POST /iexec/rpc` answers JSON-RPC 2.0 (single or batch): `eth_chainId`, `net_version`,
-`eth_blockNumber`, `eth_getBlockByNumber`, `web3_clientVersion` and `eth_call` to `HUB_ADDRESS`
-for `viewTask(bytes32)`, `viewDeal(bytes32)`, `viewCategory(uint256)` and
+`eth_blockNumber`, `eth_getBlockByNumber`, `eth_getLogs`, `web3_clientVersion` and `eth_call` to
+`HUB_ADDRESS` for `viewTask(bytes32)`, `viewDeal(bytes32)`, `viewCategory(uint256)` and
 `final_deadline_ratio()`, ABI-encoded with eth-abi like the real hub. `GET /iexec/ipfs/{cid}`
-serves the result archives of completed tasks.
+serves the result archives of completed tasks. A WebSocket on `/iexec/rpc` answers the same
+calls plus `eth_subscribe` ("logs" with a filter, "newHeads") and `eth_unsubscribe`.
+
+Blocks land every `block_time` seconds (`_chain`); each status change of a scripted task emits
+the hub's real event logs (TaskInitialize ... TaskFinalize, TaskClaimed) in the block that sees
+it. `GET/POST /iexec/_chain` reads or sets `block_time`; `POST /iexec/_chain/reorg` announces a
+task's latest logs as `removed`; `POST /iexec/_chain/drop` closes every WebSocket.
+
+A wallet can send transactions (`_wallet`): `eth_getTransactionCount`, `eth_estimateGas`,
+`eth_gasPrice`, `eth_maxPriorityFeePerGas`, `eth_sendRawTransaction` (decoded, sender recovered,
+chain id and nonce checked), `eth_getTransactionReceipt` (once the block landed) and
+`eth_getTransactionByHash`. The hub runs `claim(bytes32)` with PoCo's rules: an ACTIVE or
+REVEALING task past its final deadline turns FAILED and emits `TaskClaimed`; anything else
+reverts with the hub's custom errors (`TaskNotClaimable`, `DeadlineNotReached`).
+`GET/POST /iexec/_wallet` lists the received transactions and reads or sets the fees
+(`london: false` serves a legacy chain: no `baseFeePerGas`, typed transactions refused).
+A fault's `path_contains` also matches the request's JSON-RPC method names (e.g.
+`eth_sendRawTransaction`); an `api_error` fault answers the wallet calls of a request with its
+error too, or with `body={"revert": true}` mines a sent transaction reverted.
 
 A scripted task's step has a `status` (UNSET, ACTIVE, REVEALING, COMPLETED, FAILED) and
 optionally `results` (an object stored as JSON, a raw string, or null). Creation extras describe
@@ -31,9 +49,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from ._api import ApiContext, EmulatedApi
+from ._chain import Ledger
 from ._client import EmulatorClient
 from ._faults import Fault
+from ._sockets import chain_routes
 from ._state import ScriptedTask, Step, StepView
+from ._wallet import WALLET_METHODS, Execution, NodeError, Wallet, wallet_call
 
 __all__ = [
     "API",
@@ -79,7 +100,6 @@ _WORKERPOOL = "0x900100000000000000000000000000000000b001"
 _OWNER = "0x0a1e000000000000000000000000000000000a1e"
 _REQUESTER = "0x4e9e000000000000000000000000000000004e9e"
 _WORKER = "0x3044e00000000000000000000000000000003044"
-_GENESIS = 1_600_000_000
 _STEP_KEYS = frozenset({"status", "results"})
 _EXTRA_KEYS = frozenset(
     {"deal_id", "idx", "bot_first", "bot_size", "category", "start_time", "deadline_in"}
@@ -293,18 +313,84 @@ class _Chain:
                 return self._remember(_Deal(deal_id, task))
         return None
 
+    def statuses(self) -> list[tuple[str, int]]:
+        """(id, on-chain status) of every task now: what the ledger scans for changes."""
+        return [(task.id, self.status_of(task, task.peek())) for task in self.ctx.tasks.tasks()]
+
+    def status_of(self, task: ScriptedTask, view: StepView) -> int:
+        """The task's on-chain status: its script's, or FAILED once claimed."""
+        return 4 if task.memo.get("claimed") else _status_of(view.fields)
+
+    def execute(self, ledger: Ledger, to: str, data: bytes, tx_hash: str | None) -> Execution:
+        """Run a call on the chain (committed when it is the transaction ``tx_hash``): the hub's
+        ``claim(bytes32)`` with PoCo's rules; any other hub function reverts, other addresses
+        accept anything (plain transfers)."""
+        block = ledger.sync() + 1
+        if to != HUB_ADDRESS:
+            return Execution(None, block)
+        if data[:4] != _CLAIM_SELECTOR or len(data) != 36:
+            return Execution("", block)
+        task_id = "0x" + data[4:].hex()
+        task = self.ctx.tasks.get(task_id)
+        status = 0 if task is None else self.status_of(task, task.peek())
+        if task is None or status not in (1, 2):  # only ACTIVE or REVEALING tasks
+            return Execution("", block, revert_data=_custom_error(
+                "TaskNotClaimable(bytes32,uint8)", ["bytes32", "uint8"], [data[4:], status]))
+        deadline, now = self.deal_for(task).final_deadline, int(ledger.landed_at(block))
+        if deadline > now:
+            return Execution("", block, revert_data=_custom_error(
+                "DeadlineNotReached(uint256,uint256)", ["uint256", "uint256"], [deadline, now]))
+        if tx_hash is None:
+            return Execution(None, block)
+        task.memo["claimed"] = True
+        mined, logs = ledger.record(task_id, 4, [("TaskClaimed", [data[4:]])], tx_hash)
+        return Execution(None, mined, tuple(logs))
+
+    def describe(self, task_id: str, old: int, new: int) -> list[tuple[str, list[Any]]]:
+        """The hub's events for a task moving from status ``old`` to ``new`` (PoCo's order:
+        initialize, contribute + consensus, reveal + finalize; reopen; claim)."""
+        task = self.ctx.tasks.get(task_id)
+        raw = bytes.fromhex(task_id[2:])
+        consensus = _keccak(b"consensus:" + task_id.encode())
+        events: list[tuple[str, list[Any]]] = []
+        if old == 0 and new:
+            events.append(("TaskInitialize", [raw, _WORKERPOOL]))
+            old = 1
+        if new == 4:
+            return [*events, ("TaskClaimed", [raw])] if old in (1, 2) else events
+        if old == 2 and new == 1:
+            return [("TaskReopen", [raw])]
+        if old == 1 and new >= 2:
+            contribution = _keccak(b"contribution:" + task_id.encode())
+            events += [("TaskContribute", [raw, _WORKER, contribution]),
+                       ("TaskConsensus", [raw, consensus])]
+            old = 2
+        if old == 2 and new == 3:
+            results = b"" if task is None else self._results(task, task.peek().fields)
+            events += [("TaskReveal", [raw, _WORKER, consensus]),
+                       ("TaskFinalize", [raw, results])]
+            old = 3
+        if old != new and not events:  # a script going back: the event of where it lands
+            arrival: dict[int, tuple[str, list[Any]]] = {
+                1: ("TaskInitialize", [raw, _WORKERPOOL]),
+                2: ("TaskConsensus", [raw, consensus]),
+                3: ("TaskFinalize", [raw, b""]),
+            }
+            events += [arrival[new]] if new in arrival else []
+        return events
+
     def view_task(self, task_id: str) -> bytes:
         task = self.ctx.tasks.get(task_id)
         if task is None:
             return _encode([_TASK_TYPE], [_unset_task()])
         view = task.read()
         deal = self.deal_for(task)
-        if _status_of(view.fields) == 0:
+        if self.status_of(task, view) == 0:
             return _encode([_TASK_TYPE], [_unset_task()])
         return _encode([_TASK_TYPE], [self._task_tuple(task, view, deal)])
 
     def _task_tuple(self, task: ScriptedTask, view: StepView, deal: _Deal) -> tuple[Any, ...]:
-        status = _status_of(view.fields)
+        status = self.status_of(task, view)
         ref = deal.time_ref
         decided = status in (2, 3)
         consensus = _keccak(b"consensus:" + task.id.encode()) if decided else _ZERO32
@@ -344,6 +430,14 @@ class _Chain:
         return json.dumps({"storage": "ipfs", "location": f"/ipfs/{cid}"}).encode()
 
 
+_CLAIM_SELECTOR = _keccak(b"claim(bytes32)")[:4]
+
+
+def _custom_error(signature: str, types: list[str], args: list[Any]) -> str:
+    """The revert data of a Solidity custom error (the hub's since PoCo v6)."""
+    return "0x" + (_keccak(signature.encode())[:4] + _encode(types, args)).hex()
+
+
 def _unset_task() -> tuple[Any, ...]:
     return (0, _ZERO32, 0, 0, 0, 0, 0, _ZERO32, 0, 0, [], _ZERO32, b"", 0, b"")
 
@@ -377,25 +471,13 @@ def _result(call_id: Any, value: Any) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "id": call_id, "result": value}
 
 
-def _block(number: int) -> dict[str, Any]:
-    timestamp = _GENESIS + number
-    digest = "0x" + _keccak(number.to_bytes(32, "big")).hex()
-    parent = "0x" + _keccak(max(number - 1, 0).to_bytes(32, "big")).hex()
-    return {
-        "number": hex(number), "hash": digest, "parentHash": parent,
-        "timestamp": hex(timestamp), "nonce": "0x0000000000000000", "difficulty": "0x0",
-        "totalDifficulty": "0x0", "gasLimit": hex(30_000_000), "gasUsed": "0x0",
-        "miner": _ZERO_ADDRESS, "extraData": "0x", "baseFeePerGas": "0x0",
-        "sha3Uncles": "0x" + "00" * 32, "logsBloom": "0x" + "00" * 256,
-        "transactionsRoot": "0x" + "00" * 32, "stateRoot": "0x" + "00" * 32,
-        "receiptsRoot": "0x" + "00" * 32, "mixHash": "0x" + "00" * 32,
-        "size": "0x200", "transactions": [], "uncles": [],
-    }
-
-
 def routes(ctx: ApiContext) -> Sequence[BaseRoute]:
     """The JSON-RPC node (`POST /rpc`) and the IPFS gateway (`GET /ipfs/{cid}`)."""
     chain = _Chain(ctx)
+    ledger = Ledger(HUB_ADDRESS, chain.statuses, chain.describe)
+    wallet = Wallet(
+        CHAIN_ID, ledger, lambda _sender, to, data, tx: chain.execute(ledger, to, data, tx)
+    )
     selectors = _selectors()
     label = f"{ctx.name} POST /rpc"
 
@@ -440,6 +522,16 @@ def routes(ctx: ApiContext) -> Sequence[BaseRoute]:
     def eth_call(item: dict[str, Any]) -> dict[str, Any]:
         call_id = item.get("id")
         decoded = decode_call(item)
+        if decoded is None and isinstance(item.get("params"), list) and item["params"]:
+            call = item["params"][0]
+            data = call.get("data", call.get("input")) if isinstance(call, dict) else None
+            if isinstance(data, str) and data.startswith("0x" + _CLAIM_SELECTOR.hex()):
+                try:  # claim(bytes32) run dry, as a wallet's preflight does
+                    wallet.estimate_gas(call)
+                    return _result(call_id, "0x")
+                except NodeError as exc:
+                    if exc.code == 3:
+                        return _rpc_error_body(call_id, exc.code, exc.message, exc.data)
         if decoded is None:
             # An unknown function or a non-contract address: reverts / returns nothing.
             params = item.get("params") or [{}]
@@ -479,19 +571,14 @@ def routes(ctx: ApiContext) -> Sequence[BaseRoute]:
                         return _result(call_id, fault.body["result"])
                     return _rpc_error_body(call_id, *_fault_error(fault))
             return eth_call(item)
-        number = int(time.time()) - _GENESIS
         if method == "eth_chainId":
             return _result(call_id, hex(CHAIN_ID))
         if method == "net_version":
             return _result(call_id, str(CHAIN_ID))
-        if method == "eth_blockNumber":
-            return _result(call_id, hex(number))
-        if method == "eth_getBlockByNumber":
-            params = item.get("params") or ["latest"]
-            tag = params[0]
-            explicit = isinstance(tag, str) and tag.startswith("0x")
-            wanted = int(tag, 16) if explicit else number
-            return _result(call_id, _block(min(wanted, number)))
+        if method in _CHAIN_METHODS:
+            return _chain_call(ledger, call_id, method, item.get("params"))
+        if method in WALLET_METHODS:
+            return _wallet_answer(wallet, call_id, method, item.get("params"), fault)
         if method == "web3_clientVersion":
             return _result(call_id, "reactive-tasks-emulator/iexec")
         logger.warning("iexec emulator: unsupported JSON-RPC method %r", method)
@@ -508,7 +595,10 @@ def routes(ctx: ApiContext) -> Sequence[BaseRoute]:
                 return early
             return JSONResponse(_rpc_error_body(None, -32700, "Parse error"))
         items = body if isinstance(body, list) else [body]
-        early = await ctx.guard(request, label, touched_ids(items))
+        methods = " ".join(str(i.get("method")) for i in items if isinstance(i, dict))
+        early = await ctx.guard(
+            request, label, touched_ids(items), path=f"{request.scope['path']}#{methods}"
+        )
         fault = None
         if isinstance(early, _RpcFault):
             fault = early.fault
@@ -526,10 +616,60 @@ def routes(ctx: ApiContext) -> Sequence[BaseRoute]:
             return Response("ipfs resolve -r /ipfs/" + cid + ": not found", status_code=404)
         return Response(_archive(task.id), media_type="application/zip")
 
+    async def wallet_settings(request: Request) -> Response:
+        if request.method == "POST":
+            try:
+                body = json.loads(await request.body() or b"{}")
+                if not isinstance(body, dict):
+                    raise ValueError("the body must be a JSON object")
+                wallet.configure(body)
+            except ValueError as exc:
+                return JSONResponse({"error": str(exc)}, status_code=422)
+        return JSONResponse(wallet.describe())
+
     return [
         Route("/rpc", rpc, methods=["POST"]),
+        Route("/_wallet", wallet_settings, methods=["GET", "POST"]),
         ctx.route("/ipfs/{cid}", ipfs, task_param=None),
+        *chain_routes(ledger, lambda item: answer(item, None)),
     ]
+
+
+_CHAIN_METHODS = frozenset({"eth_blockNumber", "eth_getBlockByNumber", "eth_getLogs"})
+
+
+def _chain_call(ledger: Ledger, call_id: Any, method: str, params: Any) -> dict[str, Any]:
+    """The calls the ledger answers: the head, a block header, logs."""
+    params = params if isinstance(params, list) else []
+    head = ledger.sync()
+    if method == "eth_blockNumber":
+        return _result(call_id, hex(head))
+    try:
+        if method == "eth_getBlockByNumber":
+            wanted = ledger.block_number(params[0] if params else "latest", head)
+            return _result(call_id, ledger.block(min(wanted, head)))
+        if not params or not isinstance(params[0], dict):
+            raise ValueError("eth_getLogs takes one filter object")
+        return _result(call_id, ledger.get_logs(params[0]))
+    except ValueError as exc:
+        return _rpc_error_body(call_id, -32602, f"invalid params: {exc}")
+
+
+def _wallet_answer(
+    wallet: Wallet, call_id: Any, method: str, params: Any, fault: Fault | None
+) -> dict[str, Any]:
+    """A wallet call; an `api_error` fault answers it with its error, except that on
+    `eth_sendRawTransaction` with `body={"revert": true}` the transaction is mined reverted."""
+    force_revert = False
+    if fault is not None:
+        if not (method == "eth_sendRawTransaction" and isinstance(fault.body, dict)
+                and fault.body.get("revert")):
+            return _rpc_error_body(call_id, *_fault_error(fault))
+        force_revert = True
+    try:
+        return _result(call_id, wallet_call(wallet, method, params, force_revert=force_revert))
+    except NodeError as exc:
+        return _rpc_error_body(call_id, exc.code, exc.message, exc.data)
 
 
 def _empty_deal() -> bytes:

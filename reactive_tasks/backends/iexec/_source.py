@@ -27,9 +27,11 @@ from ..._policy import PollPolicy
 from .._base import Backend, Reading, TaskRef
 from . import _abi as abi
 from ._chains import CHAINS, DEFAULT_IPFS_GATEWAY, chain_preset
+from ._claim import TaskClaim
 from ._deals import DealObservation, IExecDeal, deals_for
 from ._results import ResultDownload
 from ._rpc import call_batch
+from ._signer import IExecSigner, make_signer
 
 __all__ = ["STATUS_NAMES", "IExecBackend", "IExecTask", "IExecTaskResults"]
 
@@ -93,12 +95,13 @@ class IExecTask(BaseModel):
     resultsCallback: str | None = None
 
 
-class IExecBackend(DealObservation, ResultDownload, Backend[IExecTask]):
+class IExecBackend(DealObservation, ResultDownload, TaskClaim, Backend[IExecTask]):
     """Watches iExec tasks on a PoCo hub through an Ethereum JSON-RPC endpoint.
 
     ``observe(task_id, deal_id=...)`` emits the SDK's ``obsTask`` messages as event kinds and
     its ``statusName`` as ``native_status``; ``observe_deal`` (``_deals``) watches every task of
-    a deal, ``fetch_results`` (``_results``) downloads an IPFS result.
+    a deal, ``fetch_results`` (``_results``) downloads an IPFS result, and with a ``signer``
+    (a hex private key or an eth-account account) ``claim`` (``_claim``) claims a timed-out task.
     """
 
     name = "iexec"
@@ -113,10 +116,15 @@ class IExecBackend(DealObservation, ResultDownload, Backend[IExecTask]):
         ipfs_gateway: str = DEFAULT_IPFS_GATEWAY,
         batch_size: int = 100,
         policy: PollPolicy | None = None,
+        signer: object = None,
         **options: Any,
     ) -> None:
         abi.require()
         super().__init__(rpc_url, policy=policy, **options)
+        #: What signs ``claim``'s transaction (None: read-only); its repr shows the address only.
+        self.signer: IExecSigner | None = (
+            None if signer is None else make_signer(signer, self.secrets)
+        )
         if not isinstance(hub_address, str) or not _ADDRESS.fullmatch(hub_address):
             raise ConfigurationError(
                 f"hub_address must be a 0x-prefixed address, got {hub_address!r}"
