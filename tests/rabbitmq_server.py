@@ -8,6 +8,7 @@ cannot start, tests skip with the reason, except in CI (``CI=true``), where they
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -159,10 +160,8 @@ class RabbitMQServer:
             return
         if self.proc.poll() is None:
             self.proc.terminate()
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                pass
         self._reap()
 
     def kill(self) -> None:
@@ -179,10 +178,8 @@ class RabbitMQServer:
     def _reap(self) -> None:
         """SIGKILL whatever is left of the node's process group, and wait for it."""
         assert self.proc is not None
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         self.proc.wait(timeout=30)
         self.proc = None
         # The VM's helpers (erl_child_setup, inet_gethost) share the group: wait for them too.
