@@ -345,3 +345,23 @@ async def test_the_emulate_command_publishes_with_pulse(rabbitmq: RabbitMQServer
                              capture_output=True, text=True, env=env, timeout=60)
     assert refused.returncode == 64 and "amqp://" in refused.stderr
     assert "secret" not in refused.stderr
+
+
+def test_the_pytest_plugin_option_makes_task_emulator_publish(
+    tmp_path: Path, rabbitmq: RabbitMQServer
+) -> None:
+    (tmp_path / "test_user.py").write_text(
+        "def test_published(task_emulator):\n"
+        "    task_emulator.create_task('taskcluster')\n"
+        "    assert task_emulator.pulse()['connected']\n"
+        "    assert [c['exchange'] for c in task_emulator.changes()] == "
+        "['task-defined', 'task-pending']\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "reactive_tasks.emulator.pytest_plugin",
+         "-p", "no:cacheprovider", f"--task-emulator-pulse={rabbitmq.url}", "."],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 passed" in result.stdout

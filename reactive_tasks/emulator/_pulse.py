@@ -34,6 +34,7 @@ Action = Literal["drop", "duplicate", "reorder"]
 ACTIONS: tuple[Action, ...] = ("drop", "duplicate", "reorder")
 #: How long a message held back by `reorder` waits for the one to publish before it.
 REORDER_HOLD = 5.0
+_THREAD = "reactive-tasks-emulator-pulse"
 _CONNECT_TIMEOUT = 5.0
 _BACKOFF_FIRST, _BACKOFF_MAX = 0.1, 2.0
 
@@ -99,7 +100,7 @@ class PulsePublisher:
         self._down = asyncio.Event()
         self._connected = threading.Event()
         self._thread = threading.Thread(
-            target=self._run, name="reactive-tasks-emulator-pulse", daemon=True
+            target=self._run, name=_THREAD, daemon=True
         )
         self._closed = False
         self.counts = {
@@ -215,6 +216,7 @@ class PulsePublisher:
 
     async def _connect_forever(self) -> None:
         delay = _BACKOFF_FIRST
+        outage = False
         while True:
             connection: AbstractConnection | None = None
             try:
@@ -228,13 +230,18 @@ class PulsePublisher:
                     await _close_quietly(connection)
                 raise
             except Exception as exc:
-                log.debug("Pulse broker %s unreachable: %s", self.display_url, type(exc).__name__)
+                if not outage:
+                    log.warning("Pulse broker %s unreachable (%s): retrying; messages until then "
+                                "are lost", self.display_url, type(exc).__name__)
+                outage = True
                 if connection is not None:
                     await _close_quietly(connection)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _BACKOFF_MAX)
                 continue
-            delay = _BACKOFF_FIRST
+            if outage:
+                log.warning("Pulse broker %s reachable again", self.display_url)
+            delay, outage = _BACKOFF_FIRST, False
             self._down.clear()
             connection.close_callbacks.add(lambda *_: self._down.set())
             self._channel = raw
@@ -246,6 +253,8 @@ class PulsePublisher:
             self._connected.set()
             try:
                 await self._down.wait()
+                outage = True
+                log.warning("Pulse broker %s connection lost: reconnecting", self.display_url)
             finally:
                 self._connected.clear()
                 self._channel = None
@@ -349,6 +358,16 @@ class PulsePublisher:
     def __repr__(self) -> str:
         state = "connected" if self.connected else "disconnected"
         return f"PulsePublisher({self.display_url}, {state})"
+
+
+class _OneWarningPerOutage(logging.Filter):
+    """aiormq logs an error at each failed connection attempt; the publisher says it once."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.threadName != _THREAD
+
+
+logging.getLogger("aiormq.connection").addFilter(_OneWarningPerOutage())
 
 
 async def _close_quietly(connection: AbstractConnection) -> None:
