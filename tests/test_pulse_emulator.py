@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +20,7 @@ import httpx
 import pytest
 from rabbitmq_server import RabbitMQServer
 
-from reactive_tasks.emulator import EmulatorClient, EmulatorError, EmulatorServer
+from reactive_tasks.emulator import EmulatorClient, EmulatorError
 from reactive_tasks.emulator.taskcluster import new_slugid
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -94,19 +94,10 @@ async def listening(
         yield inbox
 
 
-@pytest.fixture(scope="module")
-def pulse_server(rabbitmq_server: RabbitMQServer) -> Iterator[EmulatorServer]:
-    with EmulatorServer(pulse_url=rabbitmq_server.url) as server:
-        yield server
-
-
 @pytest.fixture
-def pulse(pulse_server: EmulatorServer, rabbitmq: RabbitMQServer) -> Iterator[EmulatorClient]:
-    """A client of the publishing emulator, reset, with the broker up and connected."""
-    with EmulatorClient(pulse_server.url) as client:
-        client.reset()
-        _until(lambda: client.pulse()["connected"], "a connection to the broker")
-        yield client
+def pulse(pulse_emulator: EmulatorClient) -> EmulatorClient:
+    """The conftest's publishing emulator (reset, connected), under a short name."""
+    return pulse_emulator
 
 
 def _until(done: Callable[[], Any], what: str) -> None:
