@@ -356,3 +356,22 @@ def test_the_pytest_plugin_option_makes_task_emulator_publish(
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "1 passed" in result.stdout
+
+
+async def test_the_broker_fixture_lists_a_queue_bindings(
+    pulse: EmulatorClient, rabbitmq: RabbitMQServer
+) -> None:
+    connection = await aio_pika.connect(rabbitmq.url)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue("queue/tests/bindings", exclusive=True)
+        await queue.bind(PREFIX + "task-running", "primary.abc.#")
+        assert rabbitmq.bindings("queue/tests/") == [{
+            "exchange": PREFIX + "task-running", "queue": "queue/tests/bindings",
+            "routing_key": "primary.abc.#",
+        }]
+        await queue.unbind(PREFIX + "task-running", "primary.abc.#")
+        assert rabbitmq.bindings("queue/tests/") == []
+        assert "queue/tests/bindings" in rabbitmq.queues()
+    # exclusive: deleted with its connection
+    _until(lambda: "queue/tests/bindings" not in rabbitmq.queues(), "the queue deleted")
