@@ -23,6 +23,7 @@ from typing import Any, Literal
 import aio_pika
 import aiormq
 from aio_pika.abc import AbstractConnection
+from aio_pika.connection import make_url
 
 from .._redact import redact_url
 
@@ -218,24 +219,24 @@ class PulsePublisher:
         delay = _BACKOFF_FIRST
         outage = False
         while True:
-            connection: AbstractConnection | None = None
+            # Built here, not by aio_pika.connect(), so that a failed attempt is closed too (an
+            # unclosed one would try to close itself later from whatever thread collects it).
+            connection: AbstractConnection = aio_pika.Connection(make_url(self._url))
             try:
-                connection = await aio_pika.connect(self._url, timeout=_CONNECT_TIMEOUT)
+                await connection.connect(timeout=_CONNECT_TIMEOUT)
                 channel = await connection.channel(publisher_confirms=False)
                 for name in self._names:
                     await channel.declare_exchange(name, aio_pika.ExchangeType.TOPIC, durable=True)
                 raw = await channel.get_underlay_channel()
             except asyncio.CancelledError:
-                if connection is not None:
-                    await _close_quietly(connection)
+                await _close_quietly(connection)
                 raise
             except Exception as exc:
                 if not outage:
                     log.warning("Pulse broker %s unreachable (%s): retrying; messages until then "
                                 "are lost", self.display_url, type(exc).__name__)
                 outage = True
-                if connection is not None:
-                    await _close_quietly(connection)
+                await _close_quietly(connection)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _BACKOFF_MAX)
                 continue
@@ -371,5 +372,10 @@ logging.getLogger("aiormq.connection").addFilter(_OneWarningPerOutage())
 
 
 async def _close_quietly(connection: AbstractConnection) -> None:
-    with contextlib.suppress(Exception):
-        await connection.close()
+    """Close, even a broken connection: a second close() only marks it closed."""
+    for _ in range(2):
+        try:
+            await connection.close()
+            return
+        except Exception:
+            continue
