@@ -30,7 +30,7 @@ from ._models import TaskEvent
 from ._policy import PollPolicy
 from ._retry import call_with_retries, is_timeout, protocol_error, retry_delay, verdict
 from ._runtime import on_background_loop
-from ._types import Reading, Source, TaskRef, request_timeout_var
+from ._types import Answer, Reading, Source, TaskRef, lazy_answers_var, request_timeout_var
 
 __all__ = ["PollHub", "fetch_once", "hub_for", "hubs_of", "release_hub"]
 
@@ -113,6 +113,7 @@ class _Watch:
     deadline: float = 0.0  # when the current poll's request times out, at the earliest
     closed: bool = False
     batch: asyncio.Task[None] | None = None
+    answered: tuple[Hashable, Any] | None = None  # the last slim answer's key and snapshot
 
 
 class PollHub(Generic[S]):
@@ -300,6 +301,7 @@ class PollHub(Generic[S]):
         # for them) use the longest request timeout any subscriber of these tasks asked for.
         timeout = max(w.policy.request_timeout for w in chunk)
         request_timeout_var.set(timeout)
+        lazy_answers_var.set(True)  # the source may answer with slim ``Answer``s (_unwrap)
         for member in chunk:
             member.deadline = member.polled_at + timeout
         try:
@@ -353,6 +355,7 @@ class PollHub(Generic[S]):
             return
         watch.failures = 0
         try:
+            outcome = _unwrap(watch, outcome)
             reading, key = _read(self._source, watch.ref, outcome)
             if watch.last_event is None or key != watch.last_key:
                 event = _make_event(self._source, watch.ref, outcome, reading, watch.sequence)
@@ -435,6 +438,19 @@ class PollHub(Generic[S]):
             ended = self._loop.time()
             if ended - started > _STALL:
                 self._stalls.append((started, ended))
+
+
+def _unwrap(watch: _Watch, outcome: object) -> object:
+    """The snapshot of a slim ``Answer``: built only when its key moved since the last one,
+    else the snapshot built then (same key, same reading: no new event, no validation)."""
+    if not isinstance(outcome, Answer):
+        return outcome
+    answered = watch.answered
+    if answered is not None and answered[0] == outcome.key:
+        return answered[1]
+    snapshot = outcome.snapshot()
+    watch.answered = (outcome.key, snapshot)
+    return snapshot
 
 
 def _shared_policy(subs: Sequence[_Subscription]) -> PollPolicy:
