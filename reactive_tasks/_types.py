@@ -68,6 +68,11 @@ class Answer(Generic[S]):
         self._raw = raw
         self._build = build
 
+    @staticmethod
+    def built(key: Hashable, snapshot: T) -> Answer[T]:
+        """An answer whose snapshot is already built (keyed so that the next slim one compares)."""
+        return Answer(key, snapshot, _same)
+
     def snapshot(self) -> S:
         """The validated snapshot model (built anew at each call)."""
         return self._build(self._raw)
@@ -79,6 +84,10 @@ class Answer(Generic[S]):
 
     def __repr__(self) -> str:
         return f"Answer(key={self.key!r})"
+
+
+def _same(snapshot: T) -> T:
+    return snapshot
 
 
 def snapshot_of(outcome: S | Answer[S]) -> S:

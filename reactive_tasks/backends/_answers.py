@@ -30,6 +30,7 @@ __all__ = [
     "entries_by_key",
     "next_page",
     "paced",
+    "slim_allowed",
     "slim_reader",
     "validation_detail",
 ]
@@ -54,18 +55,21 @@ def validation_detail(exc: ValidationError) -> str:
     return ""
 
 
-def slim_reader(
-    backend: Backend[Any], owner: type[Any], read: Callable[[Any], Hashable]
-) -> Callable[[Any], Hashable] | None:
-    """``read`` (an entry's slim change key) when it may stand in for the full reading: the
+def slim_allowed(backend: Backend[Any], owner: type[Any]) -> bool:
+    """Whether a slim key written for ``owner`` may stand in for ``backend``'s reading: the
     caller is the hub (it takes ``Answer``s) and ``backend`` interprets and keys snapshots with
     ``owner``'s own methods (a subclass with its own ``change_key`` may look at other fields)."""
     if not lazy_answers():
-        return None
+        return False
     cls = type(backend)
-    if cls.interpret is not owner.interpret or cls.change_key is not owner.change_key:
-        return None
-    return read
+    return cls.interpret is owner.interpret and cls.change_key is owner.change_key
+
+
+def slim_reader(
+    backend: Backend[Any], owner: type[Any], read: Callable[[Any], Hashable]
+) -> Callable[[Any], Hashable] | None:
+    """``read`` (an entry's slim change key) where ``slim_allowed``, else None."""
+    return read if slim_allowed(backend, owner) else None
 
 
 def each_entry(

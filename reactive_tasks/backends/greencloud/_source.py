@@ -28,7 +28,7 @@ from ..._errors import (
 from ..._models import TaskState
 from ..._policy import PollPolicy
 from ..._types import Answer, snapshot_of
-from .._answers import each_entry, paced, slim_reader, validation_detail
+from .._answers import each_entry, paced, slim_allowed, slim_reader, validation_detail
 from .._base import Backend, Reading, TaskRef
 from ._auth import BearerAuth, check_secret
 
@@ -246,7 +246,13 @@ class GreenCloudSource(Backend[GreenCloudTask]):
                     answers.append((ref, exc))
         if unresolved:
             reads = session.each(list(unresolved), lambda r: self._resolve(r, unresolved[r]))
-            answers += [answer async for answer in reads]
+            keyed = slim_allowed(self, GreenCloudSource)
+            async for ref, outcome in reads:
+                if keyed and isinstance(outcome, GreenCloudTask):  # keyed for the next round
+                    row = _RowKey(outcome.status, outcome.progress)
+                    answers.append((ref, Answer.built((row, outcome.assigned), outcome)))
+                else:
+                    answers.append((ref, outcome))
         async for answer in paced(answers):
             yield answer
 
