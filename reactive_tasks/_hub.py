@@ -113,7 +113,8 @@ class _Watch:
     deadline: float = 0.0  # when the current poll's request times out, at the earliest
     closed: bool = False
     batch: asyncio.Task[None] | None = None
-    answered: tuple[Hashable, Any] | None = None  # the last slim answer's key and snapshot
+    # the last slim answer's key, with the snapshot, reading and change key read from it
+    answered: tuple[Hashable, tuple[Any, Reading, Hashable]] | None = None
 
 
 class PollHub(Generic[S]):
@@ -301,7 +302,7 @@ class PollHub(Generic[S]):
         # for them) use the longest request timeout any subscriber of these tasks asked for.
         timeout = max(w.policy.request_timeout for w in chunk)
         request_timeout_var.set(timeout)
-        lazy_answers_var.set(True)  # the source may answer with slim ``Answer``s (_unwrap)
+        lazy_answers_var.set(True)  # the source may answer with slim ``Answer``s (_read_answer)
         for member in chunk:
             member.deadline = member.polled_at + timeout
         try:
@@ -355,8 +356,7 @@ class PollHub(Generic[S]):
             return
         watch.failures = 0
         try:
-            outcome = _unwrap(watch, outcome)
-            reading, key = _read(self._source, watch.ref, outcome)
+            outcome, reading, key = _read_answer(self._source, watch, outcome)
             if watch.last_event is None or key != watch.last_key:
                 event = _make_event(self._source, watch.ref, outcome, reading, watch.sequence)
             else:
@@ -440,17 +440,19 @@ class PollHub(Generic[S]):
                 self._stalls.append((started, ended))
 
 
-def _unwrap(watch: _Watch, outcome: object) -> object:
-    """The snapshot of a slim ``Answer``: built only when its key moved since the last one,
-    else the snapshot built then (same key, same reading: no new event, no validation)."""
+def _read_answer(source: Source, watch: _Watch, outcome: Any) -> tuple[Any, Reading, Hashable]:
+    """Snapshot, reading and change key of an answer. A slim ``Answer`` is validated into its
+    snapshot only when its key moved since the last one; else those of the last are reused
+    (equal slim keys, equal readings: no new event, nothing validated or interpreted)."""
     if not isinstance(outcome, Answer):
-        return outcome
+        return (outcome, *_read(source, watch.ref, outcome))
     answered = watch.answered
     if answered is not None and answered[0] == outcome.key:
         return answered[1]
     snapshot = outcome.snapshot()
-    watch.answered = (outcome.key, snapshot)
-    return snapshot
+    read = (snapshot, *_read(source, watch.ref, snapshot))
+    watch.answered = (outcome.key, read)
+    return read
 
 
 def _shared_policy(subs: Sequence[_Subscription]) -> PollPolicy:

@@ -105,10 +105,12 @@ def each_entry(
         build = _validator(backend, model, what, wanted[k])
         if slim is not None:
             try:
-                yield k, Answer(slim(item), item, build)
-                continue
+                slim_key = slim(item)
             except SLIM_ERRORS:
-                pass
+                pass  # a key field the slim read cannot vouch for: validate it all now
+            else:
+                yield k, Answer(slim_key, item, build)
+                continue
         try:
             yield k, build(item)
         except ProtocolError as exc:
