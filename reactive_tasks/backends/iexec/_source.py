@@ -25,7 +25,7 @@ from ..._errors import ConfigurationError, InvalidTaskId, TaskNotFound, Transien
 from ..._models import TaskEvent, TaskState
 from ..._policy import PollPolicy
 from ..._types import Answer, snapshot_of
-from .._answers import paced, slim_allowed
+from .._answers import slim_allowed
 from .._base import Backend, Reading, TaskRef
 from . import _abi as abi
 from ._chains import CHAINS, DEFAULT_IPFS_GATEWAY, chain_preset
@@ -195,7 +195,7 @@ class IExecBackend(DealObservation, ResultDownload, Backend[IExecTask]):
             outcomes = await self._read_tasks(refs)
         except Exception as exc:
             outcomes = [(ref, exc) for ref in refs]
-        async for item in paced(outcomes):
+        for item in outcomes:  # at most batch_size (100): settled in one go, as one round
             yield item
 
     async def _read_tasks(self, refs: Sequence[TaskRef]) -> list[tuple[TaskRef, _Outcome]]:
