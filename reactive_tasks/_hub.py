@@ -31,7 +31,7 @@ from ._models import TaskEvent
 from ._policy import PollPolicy
 from ._retry import call_with_retries, is_timeout, protocol_error, retry_delay, verdict
 from ._runtime import on_background_loop
-from ._types import Reading, Source, TaskRef, request_timeout_var
+from ._types import Answer, Reading, Source, TaskRef, lazy_answers_var, request_timeout_var
 
 __all__ = ["PollHub", "fetch_once", "hub_for", "hubs_of", "release_hub"]
 
@@ -134,6 +134,8 @@ class _Watch:
     closed: bool = False
     batch: asyncio.Task[None] | None = None
     recheck: bool = False  # a feed came up while this poll was in flight: poll again at once
+    # the last slim answer's key, with the snapshot, reading and change key read from it
+    answered: tuple[Hashable, tuple[Any, Reading, Hashable]] | None = None
 
 
 class PollHub(Generic[S]):
@@ -376,6 +378,7 @@ class PollHub(Generic[S]):
         # for them) use the longest request timeout any subscriber of these tasks asked for.
         timeout = max(w.policy.request_timeout for w in chunk)
         request_timeout_var.set(timeout)
+        lazy_answers_var.set(True)  # the source may answer with slim ``Answer``s (_read_answer)
         for member in chunk:
             member.deadline = member.polled_at + timeout
         try:
@@ -436,7 +439,7 @@ class PollHub(Generic[S]):
         an answer older than the last accepted one (by the source's order key) is dropped.
         False when the watch ended with it (terminal state, unreadable answer)."""
         try:
-            reading, key = _read(self._source, watch.ref, snapshot)
+            snapshot, reading, key = _read_answer(self._source, watch, snapshot)
             order = _order(self._source, watch.ref, snapshot, reading)
             if order is not None and watch.last_order is not None and order < watch.last_order:
                 return True  # stale: it left the server before an answer already seen
@@ -517,6 +520,21 @@ class PollHub(Generic[S]):
             ended = self._loop.time()
             if ended - started > _STALL:
                 self._stalls.append((started, ended))
+
+
+def _read_answer(source: Source, watch: _Watch, outcome: Any) -> tuple[Any, Reading, Hashable]:
+    """Snapshot, reading and change key of an answer. A slim ``Answer`` is validated into its
+    snapshot only when its key moved since the last one; else those of the last are reused
+    (equal slim keys, equal readings: no new event, nothing validated or interpreted)."""
+    if not isinstance(outcome, Answer):
+        return (outcome, *_read(source, watch.ref, outcome))
+    answered = watch.answered
+    if answered is not None and answered[0] == outcome.key:
+        return answered[1]
+    snapshot = outcome.snapshot()
+    read = (snapshot, *_read(source, watch.ref, snapshot))
+    watch.answered = (outcome.key, read)
+    return read
 
 
 def _shared_policy(subs: Sequence[_Subscription]) -> PollPolicy:

@@ -3,14 +3,15 @@ the ``Source`` protocol a backend implements. No I/O here; the engine and sessio
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Hashable, Sequence
+from collections.abc import AsyncIterator, Callable, Hashable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol, TypeVar
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 from ._models import TaskState
 
 __all__ = [
+    "Answer",
     "Feed",
     "FeedSink",
     "Outcome",
@@ -20,9 +21,12 @@ __all__ = [
     "TaskRef",
     "current_request_timeout",
     "in_poll",
+    "lazy_answers",
+    "snapshot_of",
 ]
 
 S = TypeVar("S")
+T = TypeVar("T")
 
 #: The poll context: the request timeout of the poll or retried read running in this context.
 request_timeout_var: ContextVar[float | None] = ContextVar("reactive_tasks_timeout", default=None)
@@ -37,6 +41,58 @@ def current_request_timeout() -> float | None:
 def in_poll() -> bool:
     """True inside a poll or a retried read: the engine retries there, so a session must not."""
     return request_timeout_var.get() is not None
+
+
+#: True while the hub reads a round: a source may then yield an ``Answer`` for a snapshot.
+lazy_answers_var: ContextVar[bool] = ContextVar("reactive_tasks_lazy", default=False)
+
+
+def lazy_answers() -> bool:
+    """True when the caller of ``fetch_many`` takes ``Answer``s (the hub's rounds do)."""
+    return lazy_answers_var.get()
+
+
+class Answer(Generic[S]):
+    """One task's answer read only as far as its change key; the snapshot is built on demand.
+
+    ``key`` comes from a strict read of just the fields the source's ``change_key`` depends on:
+    two answers with equal keys have equal readings and change keys. ``snapshot()`` validates
+    the whole answer into the source's model (a ``ProtocolError`` if it does not match), so the
+    hub pays for that only when ``key`` moved.
+    """
+
+    __slots__ = ("_build", "_raw", "key")
+
+    def __init__(self, key: Hashable, raw: Any, build: Callable[[Any], S]) -> None:
+        self.key = key
+        self._raw = raw
+        self._build = build
+
+    @staticmethod
+    def built(key: Hashable, snapshot: T) -> Answer[T]:
+        """An answer whose snapshot is already built (keyed so that the next slim one compares)."""
+        return Answer(key, snapshot, _same)
+
+    def snapshot(self) -> S:
+        """The validated snapshot model (built anew at each call)."""
+        return self._build(self._raw)
+
+    def map(self, fn: Callable[[S], T], key: Hashable | None = None) -> Answer[T]:
+        """An answer whose snapshot is ``fn`` of this one's, keyed by ``key`` (default: ours)."""
+        build = self._build
+        return Answer(self.key if key is None else key, self._raw, lambda raw: fn(build(raw)))
+
+    def __repr__(self) -> str:
+        return f"Answer(key={self.key!r})"
+
+
+def _same(snapshot: T) -> T:
+    return snapshot
+
+
+def snapshot_of(outcome: S | Answer[S]) -> S:
+    """``outcome`` itself, or the snapshot of an ``Answer``."""
+    return outcome.snapshot() if isinstance(outcome, Answer) else outcome
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,25 +1,47 @@
-"""Reading many-task answers safely: entry by entry, and with a bound on continuation pages.
+"""Reading many-task answers safely and cheaply: entry by entry, slim where the hub allows it,
+in slices that leave the loop to others, and with a bound on continuation pages.
 
 One malformed entry of a batch or list answer must fail only the task it is about, and entries
 of tasks nobody watches must not matter at all; a server must not keep a round paging forever.
+Inside the hub's rounds a wanted entry is first read only for its change key (``slim``): the
+whole entry is validated into its model only when the hub asks, that is when the key moved.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Hashable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from pydantic import BaseModel, ValidationError
 
 from .._errors import ProtocolError
 from .._redact import shorten
+from .._types import Answer, lazy_answers
 
 if TYPE_CHECKING:
     from ._base import Backend
 
-__all__ = ["MAX_PAGES", "entries_by_key", "next_page", "validation_detail"]
+__all__ = [
+    "MAX_PAGES",
+    "SLICE_SECONDS",
+    "each_entry",
+    "entries_by_key",
+    "next_page",
+    "paced",
+    "slim_allowed",
+    "slim_reader",
+    "validation_detail",
+]
 
 M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
+
+#: How long (seconds) a batch's entries are handed on before the loop gets a turn.
+SLICE_SECONDS = 0.002
+#: What a slim reader raises on a field it cannot vouch for: the whole entry is validated then.
+SLIM_ERRORS = (AttributeError, KeyError, IndexError, TypeError, ValueError)
 
 #: How many continuation pages one listing (or one batch read) may take in one round.
 MAX_PAGES = 1_000
@@ -33,6 +55,68 @@ def validation_detail(exc: ValidationError) -> str:
     return ""
 
 
+def slim_allowed(backend: Backend[Any], owner: type[Any]) -> bool:
+    """Whether a slim key written for ``owner`` may stand in for ``backend``'s reading: the
+    caller is the hub (it takes ``Answer``s) and ``backend`` interprets and keys snapshots with
+    ``owner``'s own methods (a subclass with its own ``change_key`` may look at other fields)."""
+    if not lazy_answers():
+        return False
+    cls = type(backend)
+    return cls.interpret is owner.interpret and cls.change_key is owner.change_key
+
+
+def slim_reader(
+    backend: Backend[Any], owner: type[Any], read: Callable[[Any], Hashable]
+) -> Callable[[Any], Hashable] | None:
+    """``read`` (an entry's slim change key) where ``slim_allowed``, else None."""
+    return read if slim_allowed(backend, owner) else None
+
+
+def each_entry(
+    backend: Backend[Any],
+    items: Any,
+    model: type[M],
+    *,
+    key: Callable[[Any], Any],
+    wanted: Mapping[Hashable, str | None],
+    what: str,
+    slim: Callable[[Any], Hashable] | None = None,
+) -> Iterator[tuple[Hashable, M | Answer[M] | ProtocolError]]:
+    """The entries of ``items`` (a JSON list) that ``wanted`` asks for, each read alone.
+
+    ``key`` reads an entry's key (a task id, a JSON-RPC id) from the raw JSON, ``wanted`` maps
+    each key sought to the task id it belongs to. An entry whose key is not wanted (or cannot be
+    read) is skipped unvalidated; a wanted entry that does not match ``model`` becomes that
+    task's ``ProtocolError``. The first entry of a key counts. With ``slim`` (see
+    ``slim_reader``) a wanted entry whose slim key reads is an ``Answer`` validated on demand;
+    one whose key fields ``slim`` cannot vouch for is validated at once.
+    """
+    if not isinstance(items, list):
+        raise backend.protocol_error(f"{what} is not a list")
+    seen: set[Hashable] = set()
+    for item in items:
+        try:
+            k = key(item)
+        except (AttributeError, KeyError, TypeError):
+            continue
+        if not isinstance(k, str | int) or isinstance(k, bool) or k in seen or k not in wanted:
+            continue
+        seen.add(k)
+        build = _validator(backend, model, what, wanted[k])
+        if slim is not None:
+            try:
+                slim_key = slim(item)
+            except SLIM_ERRORS:
+                pass  # a key field the slim read cannot vouch for: validate it all now
+            else:
+                yield k, Answer(slim_key, item, build)
+                continue
+        try:
+            yield k, build(item)
+        except ProtocolError as exc:
+            yield k, exc
+
+
 def entries_by_key(
     backend: Backend[Any],
     items: Any,
@@ -42,31 +126,43 @@ def entries_by_key(
     wanted: Mapping[Hashable, str | None],
     what: str,
 ) -> dict[Hashable, M | ProtocolError]:
-    """The entries of ``items`` (a JSON list) that ``wanted`` asks for, each validated alone.
-
-    ``key`` reads an entry's key (a task id, a JSON-RPC id) from the raw JSON, ``wanted`` maps
-    each key sought to the task id it belongs to. An entry whose key is not wanted (or cannot be
-    read) is skipped unvalidated; a wanted entry that does not match ``model`` becomes that
-    task's ``ProtocolError``. The first entry of a key counts.
-    """
-    if not isinstance(items, list):
-        raise backend.protocol_error(f"{what} is not a list")
+    """``each_entry``'s entries, all validated, by key."""
     found: dict[Hashable, M | ProtocolError] = {}
-    for item in items:
+    for k, entry in each_entry(backend, items, model, key=key, wanted=wanted, what=what):
+        found[k] = cast("M | ProtocolError", entry)  # no slim reader: no Answer
+    return found
+
+
+def _validator(
+    backend: Backend[Any], model: type[M], what: str, task_id: str | None
+) -> Callable[[Any], M]:
+    """Validates one entry of ``what`` into ``model``; a mismatch is the task's ProtocolError."""
+
+    def build(item: Any) -> M:
         try:
-            k = key(item)
-        except (AttributeError, KeyError, TypeError):
-            continue
-        if not isinstance(k, str | int) or isinstance(k, bool) or k in found or k not in wanted:
-            continue
-        try:
-            found[k] = model.model_validate(item)
+            return model.model_validate(item)
         except ValidationError as exc:
             detail = validation_detail(exc)
-            found[k] = backend.protocol_error(
-                f"its entry in {what} does not match {model.__name__}{detail}", wanted[k]
-            )
-    return found
+            raise backend.protocol_error(
+                f"its entry in {what} does not match {model.__name__}{detail}", task_id
+            ) from None
+
+    return build
+
+
+async def paced(items: Iterable[T], budget: float = SLICE_SECONDS) -> AsyncIterator[T]:
+    """``items`` one by one, giving the loop a turn after every ``budget`` seconds of work.
+
+    The clock runs while the consumer handles what it got too (the hub settles each answer
+    before it asks for the next), so a batch of thousands never holds the loop for long.
+    """
+    clock = time.perf_counter
+    started = clock()
+    for item in items:
+        yield item
+        if clock() - started > budget:
+            await asyncio.sleep(0)
+            started = clock()
 
 
 def next_page(

@@ -38,7 +38,7 @@ from .._redact import (
 from .._runtime import background_loop
 from .._rx import observe_ref
 from .._session import Auth, Session, parse_retry_after
-from .._types import Feed, Reading, TaskRef
+from .._types import Answer, Feed, Reading, TaskRef
 
 __all__ = ["Backend", "Reading", "TaskRef", "TransientFault", "parse_retry_after"]
 
@@ -147,11 +147,12 @@ class Backend(ABC, Generic[SnapshotT]):
 
     def fetch_many(
         self, refs: Sequence[TaskRef]
-    ) -> AsyncIterator[tuple[TaskRef, SnapshotT | BaseException]]:
+    ) -> AsyncIterator[tuple[TaskRef, SnapshotT | Answer[SnapshotT] | BaseException]]:
         """Read many tasks, yielding each answer as it arrives (or the error that replaced it).
 
         The default fans out ``fetch`` under the backend's concurrency cap; APIs that answer many
-        tasks in one request override it.
+        tasks in one request override it. Only where ``lazy_answers()`` (in the hub's rounds) may
+        an answer be an ``Answer``, validated when the hub asks for its snapshot.
         """
         return self.session().each(refs, self.fetch)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple, cast
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
@@ -27,7 +27,8 @@ from ..._errors import (
 )
 from ..._models import TaskState
 from ..._policy import PollPolicy
-from .._answers import entries_by_key, validation_detail
+from ..._types import Answer, snapshot_of
+from .._answers import each_entry, paced, slim_allowed, slim_reader, validation_detail
 from .._base import Backend, Reading, TaskRef
 from ._auth import BearerAuth, check_secret
 
@@ -140,6 +141,26 @@ class GreenCloudTask(BaseModel):
         return self.status != 0
 
 
+class _RowKey(NamedTuple):
+    """What a list row adds to the change key: the function's HTTP status and the progress."""
+
+    status: int
+    progress: int | float
+
+
+def _slim_row(raw: Any) -> _RowKey:
+    """A list row's key fields straight from its JSON, as strictly as the model checks them;
+    anything off raises and the row is validated whole at once."""
+    status, progress = raw["status"], raw["progress"]
+    if type(status) is not int or type(progress) not in (int, float) or not 0 <= progress <= 100:
+        raise ValueError("the row's key fields are off")
+    return _RowKey(status, progress)
+
+
+_Entry = GreenCloudListEntry | Answer[GreenCloudListEntry]
+_Outcome = GreenCloudTask | Answer[GreenCloudTask] | BaseException
+
+
 def object_id(value: str, what: str) -> str:
     """A GreenCloud id (task, function, schedule) in canonical form: 24 lowercase hex digits."""
     if not isinstance(value, str) or not _OBJECT_ID.fullmatch(value):
@@ -188,12 +209,10 @@ class GreenCloudSource(Backend[GreenCloudTask]):
         async for _, outcome in self.fetch_many([ref]):
             if isinstance(outcome, BaseException):
                 raise outcome
-            return outcome
+            return snapshot_of(outcome)
         raise TransientFault("no answer for the task")  # pragma: no cover - one ref, one answer
 
-    async def fetch_many(
-        self, refs: Sequence[TaskRef]
-    ) -> AsyncIterator[tuple[TaskRef, GreenCloudTask | BaseException]]:
+    async def fetch_many(self, refs: Sequence[TaskRef]) -> AsyncIterator[tuple[TaskRef, _Outcome]]:
         """One list request for all ``refs``; records only of tasks not yet seen assigned.
 
         Every answer of the round is handed over together, after the record reads, so that the
@@ -206,26 +225,35 @@ class GreenCloudSource(Backend[GreenCloudTask]):
                 yield ref, exc
             return
         session = self.session()
-        answers: list[tuple[TaskRef, GreenCloudTask | BaseException]] = []
+        answers: list[tuple[TaskRef, _Outcome]] = []
         unresolved: dict[TaskRef, GreenCloudListEntry | None] = {}
-        for ref in refs:
+        async for ref in paced(refs):
             entry = listing.get(ref.task_id)
             if isinstance(entry, ProtocolError):
                 answers.append((ref, entry))
                 continue
             key = ("record", ref.task_id)
             record: GreenCloudRecord | None = session.peek(key)
-            if entry is not None and entry.status != 0:
+            if entry is not None and _status(entry) != 0:
                 session.forget(key)  # finished: nothing more to remember
-                answers.append((ref, _snapshot(ref.task_id, entry, record)))
+                answers.append((ref, _answer(ref.task_id, entry, record)))
             elif entry is not None and record is not None:
-                answers.append((ref, _snapshot(ref.task_id, entry, record)))
+                answers.append((ref, _answer(ref.task_id, entry, record)))
             else:
-                unresolved[ref] = entry
+                try:
+                    unresolved[ref] = None if entry is None else snapshot_of(entry)
+                except ProtocolError as exc:
+                    answers.append((ref, exc))
         if unresolved:
             reads = session.each(list(unresolved), lambda r: self._resolve(r, unresolved[r]))
-            answers += [answer async for answer in reads]
-        for answer in answers:
+            keyed = slim_allowed(self, GreenCloudSource)
+            async for ref, outcome in reads:
+                if keyed and isinstance(outcome, GreenCloudTask):  # keyed for the next round
+                    row = _RowKey(outcome.status, outcome.progress)
+                    answers.append((ref, Answer.built((row, outcome.assigned), outcome)))
+                else:
+                    answers.append((ref, outcome))
+        async for answer in paced(answers):
             yield answer
 
     def interpret(self, snapshot: GreenCloudTask, ref: TaskRef) -> Reading:
@@ -244,9 +272,7 @@ class GreenCloudSource(Backend[GreenCloudTask]):
         """The error for an HTTP status the API does not document for the call."""
         return self.protocol_error(f"unexpected HTTP {response.status_code}", task_id)
 
-    async def _listing(
-        self, refs: Sequence[TaskRef]
-    ) -> dict[str, GreenCloudListEntry | ProtocolError]:
+    async def _listing(self, refs: Sequence[TaskRef]) -> dict[str, _Entry | ProtocolError]:
         """The list entries of ``refs``' tasks; a malformed one fails only its own task."""
         response = await self.session().request("GET", "/v1/task/list")
         if response.status_code != 200:
@@ -257,15 +283,16 @@ class GreenCloudSource(Backend[GreenCloudTask]):
             raise self.protocol_error(
                 f"the task list is not a JSON list{validation_detail(exc)}"
             ) from None
-        entries = entries_by_key(
+        entries = each_entry(
             self,
             items,
             GreenCloudListEntry,
             key=lambda raw: raw["id"].lower(),
             wanted={ref.task_id: ref.task_id for ref in refs},
             what="the task list",
+            slim=slim_reader(self, GreenCloudSource, _slim_row),
         )
-        return {str(key): entry for key, entry in entries.items()}
+        return {str(key): entry async for key, entry in paced(entries)}
 
     async def _resolve(self, ref: TaskRef, entry: GreenCloudListEntry | None) -> GreenCloudTask:
         """Complete a round's answer with the task's record (not yet seen assigned, or unlisted)."""
@@ -301,6 +328,21 @@ class GreenCloudSource(Backend[GreenCloudTask]):
         if response.status_code != 200:
             raise self.unexpected(response, task_id)
         return self.parse(GreenCloudRecord, response.content, task_id)
+
+
+def _status(entry: _Entry) -> int:
+    return cast(_RowKey, entry.key).status if isinstance(entry, Answer) else entry.status
+
+
+def _answer(
+    task_id: str, entry: _Entry, record: GreenCloudRecord | None
+) -> GreenCloudTask | Answer[GreenCloudTask]:
+    """The task's snapshot from its row and record; from a slim row, an ``Answer`` keyed by
+    the row's key and whether the record shows the task assigned (all ``interpret`` reads)."""
+    if not isinstance(entry, Answer):
+        return _snapshot(task_id, entry, record)
+    assigned = record is not None and record.started
+    return entry.map(lambda e: _snapshot(task_id, e, record), key=(entry.key, assigned))
 
 
 def _snapshot(

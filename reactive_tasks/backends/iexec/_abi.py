@@ -24,6 +24,7 @@ __all__ = [
     "decode_uint",
     "parse_hex",
     "require",
+    "task_head",
     "task_id_of",
 ]
 
@@ -146,6 +147,22 @@ def decode_task(data: bytes) -> TaskTuple:
         raw[8], raw[9], tuple(raw[10]), _hex32(raw[11]), bytes(raw[12]), raw[13],
         "0x" + bytes(raw[14]).hex(),
     )
+
+
+#: A ``viewTask`` result's first word (the tuple's offset) and the tuple's 15 head words.
+_TASK_HEAD = 32 + 15 * 32
+
+
+def task_head(data: bytes) -> tuple[int, bytes, int] | None:
+    """``(status, dealid, finalDeadline)`` of a ``viewTask`` result read from their fixed
+    words, without decoding the tuple's dynamic parts; None when the result is not laid out as
+    the hub writes it (``decode_task`` then tells what is wrong)."""
+    if len(data) < _TASK_HEAD or int.from_bytes(data[:32], "big") != 32:
+        return None
+    status = int.from_bytes(data[32:64], "big")
+    if status > 0xFF:  # a uint8 with non-zero padding
+        return None
+    return status, data[64:96], int.from_bytes(data[224:256], "big")
 
 
 def decode_deal(data: bytes) -> tuple[Any, ...]:

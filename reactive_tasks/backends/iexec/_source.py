@@ -15,7 +15,7 @@ import json
 import re
 import time
 from collections.abc import AsyncIterator, Hashable, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, cast
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -24,6 +24,8 @@ from reactivex import Observable
 from ..._errors import ConfigurationError, InvalidTaskId, TaskNotFound, TransientFault
 from ..._models import TaskEvent, TaskState
 from ..._policy import PollPolicy
+from ..._types import Answer, snapshot_of
+from .._answers import slim_allowed
 from .._base import Backend, Reading, TaskRef
 from . import _abi as abi
 from ._chains import CHAINS, DEFAULT_IPFS_GATEWAY, chain_preset
@@ -193,31 +195,32 @@ class IExecBackend(DealObservation, ResultDownload, TaskClaim, Backend[IExecTask
         ((_, outcome),) = await self._read_tasks([ref])
         if isinstance(outcome, BaseException):
             raise outcome
-        return outcome
+        return snapshot_of(outcome)
 
-    async def fetch_many(
-        self, refs: Sequence[TaskRef]
-    ) -> AsyncIterator[tuple[TaskRef, IExecTask | BaseException]]:
+    async def fetch_many(self, refs: Sequence[TaskRef]) -> AsyncIterator[tuple[TaskRef, _Outcome]]:
         """Every task the hub gives (at most ``batch_size``) in one JSON-RPC batch request."""
         try:
             outcomes = await self._read_tasks(refs)
         except Exception as exc:
             outcomes = [(ref, exc) for ref in refs]
-        for item in outcomes:
+        for item in outcomes:  # at most batch_size (100): settled in one go, as one round
             yield item
 
-    async def _read_tasks(
-        self, refs: Sequence[TaskRef]
-    ) -> list[tuple[TaskRef, IExecTask | BaseException]]:
+    async def _read_tasks(self, refs: Sequence[TaskRef]) -> list[tuple[TaskRef, _Outcome]]:
         calls = [abi.call_data(abi.VIEW_TASK, ("bytes32",), (_raw32(r.task_id),)) for r in refs]
         shown = refs[0].task_id if len(refs) == 1 else None
         answers = await call_batch(self, calls, shown, owners=[r.task_id for r in refs])
         now = int(time.time())  # the SDK's clock: Math.floor(Date.now() / 1000)
-        decoded: list[abi.TaskTuple | BaseException] = []
+        decoded: list[abi.TaskTuple | Answer[IExecTask] | BaseException] = []
         wanted_deals: set[str] = set()
+        slim = slim_allowed(self, IExecBackend)
         for ref, answer in zip(refs, answers, strict=True):
             if isinstance(answer, BaseException):
                 decoded.append(answer)
+                continue
+            lazy = self._slim_answer(ref, answer, now) if slim else None
+            if lazy is not None:
+                decoded.append(lazy)
                 continue
             try:
                 task = abi.decode_task(answer)
@@ -234,14 +237,36 @@ class IExecBackend(DealObservation, ResultDownload, TaskClaim, Backend[IExecTask
             for ref, answer in zip(refs, decoded, strict=True)
         ]
 
+    def _slim_answer(self, ref: TaskRef, data: bytes, now: int) -> Answer[IExecTask] | None:
+        """The task's change key from the words at fixed places of its ``viewTask`` result; the
+        tuple is decoded only when the hub asks. None (decode now) for a task not initialized
+        on chain, an unknown status or an unusual layout."""
+        head = abi.task_head(data)
+        if head is None or head[1] == _NULL_RAW32 or head[0] not in STATUS_NAMES:
+            return None
+        status, _, final_deadline = head
+        key = (status, _status_name(status, final_deadline, now)[0])
+
+        def build(raw: bytes) -> IExecTask:
+            try:
+                task = abi.decode_task(raw)
+            except abi.AbiError as exc:
+                raise self.protocol_error(f"viewTask: {exc}", ref.task_id) from None
+            snapshot = self._snapshot(ref, task, {}, now)
+            if isinstance(snapshot, BaseException):
+                raise snapshot
+            return cast(IExecTask, snapshot)  # from a decoded tuple: never an Answer
+
+        return Answer(key, data, build)
+
     def _snapshot(
         self,
         ref: TaskRef,
-        task: abi.TaskTuple | BaseException,
+        task: abi.TaskTuple | Answer[IExecTask] | BaseException,
         deals: Mapping[str, IExecDeal | BaseException],
         now: int,
-    ) -> IExecTask | BaseException:
-        if isinstance(task, BaseException):
+    ) -> _Outcome:
+        if isinstance(task, BaseException | Answer):
             return task
         if task.dealid == abi.NULL_BYTES32:
             deal_id = ref.get("deal_id")
@@ -267,10 +292,7 @@ class IExecBackend(DealObservation, ResultDownload, TaskClaim, Backend[IExecTask
             )
         if task.status not in STATUS_NAMES:
             return self.protocol_error(f"unknown task status {task.status}", ref.task_id)
-        timed_out = task.status != COMPLETED and now >= task.finalDeadline
-        status_name: StatusName = (
-            "TIMEOUT" if task.status < COMPLETED and timed_out else STATUS_NAMES[task.status]
-        )
+        status_name, timed_out = _status_name(task.status, task.finalDeadline, now)
         return IExecTask(
             taskid=ref.task_id,
             statusName=status_name,
@@ -285,6 +307,17 @@ class IExecBackend(DealObservation, ResultDownload, TaskClaim, Backend[IExecTask
         """obsTask emits when ``status`` changes or the task has timed out: the computed
         ``statusName`` turns TIMEOUT with time alone, so it is part of the key."""
         return snapshot.status, snapshot.statusName
+
+
+_Outcome = IExecTask | Answer[IExecTask] | BaseException
+_NULL_RAW32 = bytes(32)
+
+
+def _status_name(status: int, final_deadline: int, now: int) -> tuple[StatusName, bool]:
+    """The SDK's ``statusName`` and ``taskTimedOut`` of a known on-chain status: TIMEOUT once
+    the final deadline passed before the task completed or failed."""
+    timed_out = status != COMPLETED and now >= final_deadline
+    return ("TIMEOUT" if status < COMPLETED and timed_out else STATUS_NAMES[status]), timed_out
 
 
 def _bytes32(value: str, what: str) -> str:

@@ -14,7 +14,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Hashable, Sequence
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
@@ -22,7 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..._errors import AuthenticationError, InvalidTaskId, ProtocolError, TaskNotFound
 from ..._models import TaskState
 from ..._policy import PollPolicy
-from .._answers import entries_by_key, next_page
+from ..._types import Answer
+from .._answers import each_entry, next_page, paced, slim_reader
 from .._base import Backend, Reading, TaskRef
 from ._auth import HawkAuth, TaskclusterCredentials
 
@@ -99,6 +100,47 @@ class _BatchAnswer(BaseModel):
 
     statuses: list[Any] = []
     continuationToken: str | None = None
+
+
+_RUN_STATES = frozenset(get_args(RunState))
+_TASK_STATES = frozenset(get_args(TaskStateName))
+
+
+def _slim_run(run: Any) -> tuple[int, str, str, str | None, str | None, str | None]:
+    """One run's part of the change key, read strictly from the JSON (``ValueError`` if off)."""
+    if type(run) is not dict:
+        raise TypeError("a run is not an object")
+    run_id, state, created = run["runId"], run["state"], run["reasonCreated"]
+    resolved, group, worker = run.get("reasonResolved"), run.get("workerGroup"), run.get("workerId")
+    if type(run_id) is not int or run_id < 0 or type(created) is not str:
+        raise ValueError("a run's key fields are off")
+    if state not in _RUN_STATES:
+        raise ValueError("a run's key fields are off")
+    for value in (resolved, group, worker):
+        if value is not None and type(value) is not str:
+            raise ValueError("a run's key fields are off")
+    return run_id, state, created, resolved, group, worker
+
+
+def _slim_entry(raw: Any) -> Hashable:
+    """A batch entry's change key straight from its JSON: the task's state and every run's
+    identity and outcome (what ``interpret`` and ``change_key`` read), checked as strictly as
+    the models check them; anything off raises and the entry is validated whole at once."""
+    status = raw["status"]
+    state = status["state"]
+    runs = status["runs"]
+    if status["taskId"] != raw["taskId"] or type(state) is not str or state not in _TASK_STATES:
+        raise ValueError("the entry's key fields are off")
+    if type(runs) is not list:
+        raise TypeError("runs is not a list")
+    return state, tuple(_slim_run(run) for run in runs)
+
+
+_Outcome = TaskclusterStatus | Answer[TaskclusterStatus] | BaseException
+
+
+def _status_of(entry: _BatchEntry) -> TaskclusterStatus:
+    return entry.status
 
 
 class _ErrorBody(BaseModel):
@@ -184,7 +226,7 @@ class TaskclusterSource(Backend[TaskclusterStatus]):
 
     def fetch_many(
         self, refs: Sequence[TaskRef]
-    ) -> AsyncIterator[tuple[TaskRef, TaskclusterStatus | BaseException]]:
+    ) -> AsyncIterator[tuple[TaskRef, _Outcome]]:
         """Every ref in one batch request (its pages); tasks it leaves out are read one by one."""
         if len(refs) <= 1 or not self.uses_batch_endpoint:
             return self.session().each(refs, self.fetch)
@@ -192,7 +234,7 @@ class TaskclusterSource(Backend[TaskclusterStatus]):
 
     async def _fetch_batch(
         self, refs: Sequence[TaskRef]
-    ) -> AsyncIterator[tuple[TaskRef, TaskclusterStatus | BaseException]]:
+    ) -> AsyncIterator[tuple[TaskRef, _Outcome]]:
         session = self.session()
         pending = {ref.task_id: ref for ref in refs}
         body = {"taskIds": list(pending)}
@@ -219,13 +261,16 @@ class TaskclusterSource(Backend[TaskclusterStatus]):
             if response.status_code != 200:
                 raise self.protocol_error(f"batch status: {self._explain(response)}")
             page = self.parse(_BatchAnswer, response.content)
-            entries = entries_by_key(
+            entries = each_entry(
                 self, page.statuses, _BatchEntry, key=lambda raw: raw["taskId"],
                 wanted={task_id: task_id for task_id in pending}, what="the batch status answer",
+                slim=slim_reader(self, TaskclusterSource, _slim_entry),
             )
-            for task_id, entry in entries.items():
+            async for task_id, entry in paced(entries):
                 ref = pending.pop(str(task_id))
-                if isinstance(entry, BaseException):
+                if isinstance(entry, Answer):
+                    yield ref, entry.map(_status_of)
+                elif isinstance(entry, BaseException):
                     yield ref, entry
                 elif entry.status.taskId != entry.taskId:
                     yield ref, self.protocol_error(
