@@ -37,12 +37,14 @@ _Job = tuple[_Round[Any], TaskRef, Callable[[TaskRef], Awaitable[Any]], float | 
 class ReadQueue:
     """One queue of per-task reads, first asked first served, at most ``cap`` at a time."""
 
-    def __init__(self, cap: int) -> None:
+    def __init__(self, cap: int, closed_error: Callable[[], BaseException]) -> None:
         self.cap = cap
+        #: Set when closing begins: no read starts from then on.
         self.closed = False
+        self._closed_error = closed_error
         self._jobs: deque[_Job] = deque()
-        # each worker -> the round of the read it is in (None between reads)
-        self._workers: dict[asyncio.Task[None], _Round[Any] | None] = {}
+        # each worker -> the round and task of the read it is in (None between reads)
+        self._workers: dict[asyncio.Task[None], tuple[_Round[Any], TaskRef] | None] = {}
         self._inline = 0  # reads run by their caller itself (a lone read, nothing waiting)
 
     @property
@@ -75,7 +77,7 @@ class ReadQueue:
                 yield await round_.answers.get()
         finally:
             round_.open = False  # its reads still queued are skipped
-            mine = [task for task, current in self._workers.items() if current is round_]
+            mine = [task for task, now in self._workers.items() if now and now[0] is round_]
             for task in mine:
                 task.cancel()  # lands inside this round's read: a worker awaits nothing else
             if mine:
@@ -84,13 +86,19 @@ class ReadQueue:
             self._spawn()
 
     async def aclose(self) -> None:
-        """Take no more reads, cancel the running ones and wait for them to unwind."""
+        """Take no more reads, cancel the running ones and wait for them to unwind; every read
+        left unanswered is answered with the closed error, so that no caller waits forever."""
         self.closed = True
+        left = [(round_, ref) for round_, ref, _, _ in self._jobs]
         self._jobs.clear()
+        left += [now for now in self._workers.values() if now is not None]
         workers = list(self._workers)
         for task in workers:
             task.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
+        for round_, ref in left:
+            if round_.open:
+                round_.answers.put_nowait((ref, self._closed_error()))
 
     def _busy(self) -> int:
         return len(self._workers) + self._inline
@@ -117,7 +125,7 @@ class ReadQueue:
             round_, ref, read, timeout = jobs.popleft()
             if not round_.open:
                 continue
-            workers[me] = round_
+            workers[me] = (round_, ref)
             # The poll context of the round that asked (a task's context is its own copy).
             request_timeout_var.set(timeout)
             outcome = await _capture(read(ref))

@@ -108,7 +108,7 @@ async def close_all(owner: ScopeOwner) -> None:
         loops = _scopes.get(owner)
         scopes = dict(loops) if loops is not None else {}
         for scope in scopes.values():
-            scope.session.closed = True  # nothing of these scopes starts a request any more
+            scope.session.begin_close()  # nothing of these scopes starts a request any more
     for loop, scope in scopes.items():
         if loop is current:
             await _close(owner, loop, scope)
@@ -125,7 +125,7 @@ async def close_on(owner: ScopeOwner, loop: asyncio.AbstractEventLoop) -> None:
         loops = _scopes.get(owner)
         scope = loops.get(loop) if loops is not None else None
         if scope is not None:
-            scope.session.closed = True
+            scope.session.begin_close()
     if scope is not None:
         await _close(owner, loop, scope)
 

@@ -129,7 +129,7 @@ class Session:
             self.owns_client = True
         self.max_concurrency = max_concurrency
         #: The per-task reads of this backend on this loop, at most ``max_concurrency`` at once.
-        self.reads = ReadQueue(max_concurrency)
+        self.reads = ReadQueue(max_concurrency, self.closed_error)
         #: Set when closing begins: from then on nothing is sent and no read starts.
         self.closed = False
         self._origin = origin_of(owner.base_url)
@@ -323,13 +323,18 @@ class Session:
 
     # -- closing ---------------------------------------------------------------------------
 
+    def begin_close(self) -> None:
+        """Refuse work from now on: no read starts, nothing is sent (``aclose`` then ends it)."""
+        self.closed = True
+        self.reads.closed = True
+
     def closed_error(self) -> BackendUnavailable:
         """What a request of a closed session fails with."""
         return BackendUnavailable(f"{self.owner.name} was closed", backend=self.owner.name)
 
     async def aclose(self) -> None:
         """Stop the reads, close the connections this session owns and forget its caches."""
-        self.closed = True
+        self.begin_close()
         await self.reads.aclose()
         self._requests.clear()
         self._cache.clear()

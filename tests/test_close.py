@@ -82,3 +82,24 @@ async def test_a_request_after_aclose_fails_with_a_typed_error(
         await session.request("GET", f"/api/v1/task/{task}")
     assert emulator.requests()["total"] == requests
     assert open_sessions(backend) == 0
+
+
+async def test_a_read_waiting_behind_a_round_when_aclose_begins_fails_cleanly(
+    emulator: EmulatorClient,
+) -> None:
+    ids = emulator.create_tasks("cloudcoin", 5, [{"status": "running", "progress": 1}])
+    emulator.inject_fault("cloudcoin", "slow", delay=0.3, count=100)
+    backend = ClosedAsARoundStarts(
+        emulator.api_url("cloudcoin"), policy=POLICY, max_concurrency=1
+    )
+    backend.rounds = 2  # closed by the test, not by a round
+    for task in ids:
+        backend.observe(task).subscribe(lambda e: None)
+    await asyncio.sleep(0.1)  # one read in flight, the round's others queued behind it
+    status = asyncio.ensure_future(backend.status(ids[0]))
+    await asyncio.sleep(0.05)
+    await backend.aclose()
+    with pytest.raises(BackendUnavailable, match="closed"):
+        await asyncio.wait_for(status, 5)
+    assert backend.sessions == 1
+    assert open_sessions(backend) == 0
