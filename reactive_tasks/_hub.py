@@ -2,7 +2,10 @@
 
 A hub keeps one *watch* per task (ref-counted by its subscriptions), polls due tasks together
 through the source's ``fetch_many`` in chunks of the source's batch size, turns answers into
-events when the change key moves, and applies the poll policy to faults. All timers live on the
+events when the change key moves, and applies the poll policy to faults. Due tasks are served
+from one queue (never polled ones first, then by due time): a round slower than the interval is
+finished before any task is polled again, and the interval stretches for all tasks alike (``lag``,
+``effective_interval``, ``behind``; an INFO line says so). All timers live on the
 hub's asyncio loop; nothing here starts a thread. Hubs are owned by the registry below, keyed by
 (backend, loop); the backend holds none.
 """
