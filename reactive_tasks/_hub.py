@@ -2,7 +2,10 @@
 
 A hub keeps one *watch* per task (ref-counted by its subscriptions), polls due tasks together
 through the source's ``fetch_many`` in chunks of the source's batch size, turns answers into
-events when the change key moves, and applies the poll policy to faults. All timers live on the
+events when the change key moves, and applies the poll policy to faults. Due tasks are served
+from one queue (never polled ones first, then by due time): a round slower than the interval is
+finished before any task is polled again, and the interval stretches for all tasks alike (``lag``,
+``effective_interval``, ``behind``; an INFO line says so). All timers live on the
 hub's asyncio loop; nothing here starts a thread. Hubs are owned by the registry below, keyed by
 (backend, loop); the backend holds none.
 """
@@ -28,6 +31,7 @@ from reactivex import abc
 from ._errors import BackendError, ObservationTimeout, TransientFault
 from ._feeds import FeedLink
 from ._models import TaskEvent
+from ._pace import Pace
 from ._policy import PollPolicy
 from ._retry import call_with_retries, is_timeout, protocol_error, retry_delay, verdict
 from ._runtime import on_background_loop
@@ -41,6 +45,7 @@ S = TypeVar("S")
 
 _TICK_SLACK = 0.002  # polls due within this many seconds of a tick join its batch
 _STALL = 0.01  # a callback holding the loop longer than this is remembered as a stall
+_BATCHES_IN_FLIGHT = 8  # batches of a source with a batch size polled at once, at most
 
 
 Via = Literal["poll", "push"]
@@ -128,8 +133,9 @@ class _Watch:
     sequence: int = 0
     failures: int = 0
     next_due: float = 0.0
-    in_flight: bool = False
+    in_flight: bool = False  # queued for its poll or being polled
     polled_at: float = 0.0
+    answered_at: float = 0.0  # when its latest poll was answered (0: never)
     deadline: float = 0.0  # when the current poll's request times out, at the earliest
     closed: bool = False
     batch: asyncio.Task[None] | None = None
@@ -154,6 +160,12 @@ class PollHub(Generic[S]):
         self._timer: asyncio.TimerHandle | None = None
         self._timer_when = math.inf
         self._batches: dict[asyncio.Task[None], int] = {}  # batch -> members still waiting
+        # Due watches of a source with a batch size, waiting for a batch to free up: never
+        # polled ones first, each in due order. One queue for every round, so that a slow
+        # round is finished before a task is polled again.
+        self._fresh: deque[_Watch] = deque()
+        self._queued: deque[_Watch] = deque()
+        self._pace = Pace(source.name)
         self._epoch = loop.time()
         self._phase = random.random()
         # (start, end) of the latest callbacks that held the loop for a while
@@ -165,6 +177,25 @@ class PollHub(Generic[S]):
     def watched(self) -> int:
         """How many distinct tasks are being polled."""
         return len(self._watches)
+
+    @property
+    def lag(self) -> float:
+        """Seconds after they fell due that the latest polls were answered, on average."""
+        return self._pace.lag
+
+    @property
+    def effective_interval(self) -> float | None:
+        """Seconds between two polls of a task lately, on average (None: not measured yet).
+
+        The interval while the hub keeps up; longer, for every task alike, while one round of
+        due polls takes longer than the interval.
+        """
+        return self._pace.effective_interval
+
+    @property
+    def behind(self) -> bool:
+        """True while most polls are answered after their task's next tick."""
+        return self._pace.behind
 
     # -- subscriptions -------------------------------------------------------------------
 
@@ -219,6 +250,8 @@ class PollHub(Generic[S]):
         must not reopen a connection behind it.
         """
         batches = list(self._batches)
+        self._fresh.clear()
+        self._queued.clear()
         for watch in list(self._watches.values()):
             for sub in watch.subs:
                 sub.disposed = True
@@ -255,6 +288,8 @@ class PollHub(Generic[S]):
             self._leave_batch(watch, cancel_empty=True)
         if not self._watches:
             self._heap.clear()
+            self._fresh.clear()
+            self._queued.clear()
             self._disarm()
 
     # -- the push feed (this hub is its FeedSink) -----------------------------------------
@@ -341,25 +376,49 @@ class PollHub(Generic[S]):
         self._timer_when = math.inf
         now = self._loop.time()
         horizon = now + _TICK_SLACK
-        due: list[_Watch] = []
+        fresh: list[_Watch] = []
+        seen: list[_Watch] = []
         heap = self._heap
         while heap and heap[0][0] <= horizon:
             when, _, watch = heapq.heappop(heap)
             if self._valid(when, watch):
                 watch.in_flight = True
-                watch.polled_at = now
-                due.append(watch)
+                (seen if watch.answered_at else fresh).append(watch)
         while heap and not self._valid(heap[0][0], heap[0][2]):
             heapq.heappop(heap)
         if heap:
             self._arm(heap[0][0])
-        size = self._source.max_batch or len(due) or 1
-        for start in range(0, len(due), size):
-            chunk = due[start : start + size]
-            task = self._loop.create_task(self._run_batch(chunk))
-            self._batches[task] = len(chunk)
-            for watch in chunk:
-                watch.batch = task
+        if self._source.max_batch is None:
+            # One batch of every due task, never polled ones first: an API without a batch
+            # endpoint reads them in this order, behind any round still being read.
+            if fresh or seen:
+                self._start_batch(fresh + seen, now)
+            return
+        self._fresh.extend(fresh)
+        self._queued.extend(seen)
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        """Start batches of the queued due watches, up to the bound of batches in flight."""
+        size = self._source.max_batch or 1
+        fresh, queued = self._fresh, self._queued
+        now = self._loop.time()
+        while len(self._batches) < _BATCHES_IN_FLIGHT and (fresh or queued):
+            chunk: list[_Watch] = []
+            while len(chunk) < size and (fresh or queued):
+                watch = (fresh or queued).popleft()
+                if not watch.closed:
+                    chunk.append(watch)
+            if chunk:
+                self._start_batch(chunk, now)
+
+    def _start_batch(self, chunk: list[_Watch], now: float) -> None:
+        for watch in chunk:
+            watch.polled_at = now
+        task = self._loop.create_task(self._run_batch(chunk))
+        self._batches[task] = len(chunk)
+        for watch in chunk:
+            watch.batch = task
 
     def _leave_batch(self, watch: _Watch, *, cancel_empty: bool) -> None:
         task, watch.batch = watch.batch, None
@@ -400,6 +459,7 @@ class PollHub(Generic[S]):
             if not cancelled:
                 for watch in pending.values():
                     self._settle(watch, TransientFault("the batch answer left this task out"))
+            self._dispatch()
 
     def _settle(self, watch: _Watch, outcome: object) -> None:
         watch.in_flight = False
@@ -431,6 +491,7 @@ class PollHub(Generic[S]):
             return
         watch.failures = 0
         if self._accept(watch, outcome, "poll"):
+            self._paced(watch, now)
             watch.next_due = self._next_due(watch, now)
             self._push(watch)
 
@@ -467,6 +528,16 @@ class PollHub(Generic[S]):
             self._complete(watch)
             return False
         return not watch.closed
+
+    def _paced(self, watch: _Watch, now: float) -> None:
+        """Count an answered poll towards the hub's pace. An answer that came after its task's
+        next tick pushes the next poll out (``_next_due``): while a round of due polls takes
+        longer than the period, that happens to every task alike, as each waits its turn."""
+        period = self._period(watch.policy)
+        late = self._aligned(watch.polled_at, watch.policy, period) <= now
+        since = now - watch.answered_at if watch.answered_at else None
+        self._pace.answered(now, now - watch.next_due, since, period, late)
+        watch.answered_at = now
 
     def _stalled_out(self, watch: _Watch, outcome: BaseException) -> bool:
         """True when a poll timed out while a callback held the loop: its timer ran out behind

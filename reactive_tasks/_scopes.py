@@ -20,11 +20,6 @@ from ._session import Session
 
 __all__ = ["close_all", "close_on", "hub_of", "open_loops", "session_for", "session_if_open"]
 
-# Closing a scope lets its requests unwind, and one that was between two fetches may open a
-# fresh scope on its way out; closing repeats for those (a round or two at most).
-_CLOSE_ROUNDS = 4
-
-
 class ScopeOwner(Protocol):
     """What the registry needs from a backend: a way to make its session and to be closed."""
 
@@ -45,10 +40,17 @@ _scopes: weakref.WeakKeyDictionary[Any, _Loops] = weakref.WeakKeyDictionary()
 
 
 def session_for(owner: ScopeOwner, loop: asyncio.AbstractEventLoop) -> Session:
-    """``owner``'s session on ``loop``, made on first use."""
+    """``owner``'s session on ``loop``, made on first use; while it closes, a typed error.
+
+    A closing scope stays registered until it is closed, so that work of the old scope still
+    unwinding (a read between two requests) fails instead of opening a fresh scope behind it.
+    """
     loops = _scopes.get(owner)
     scope = loops.get(loop) if loops is not None else None  # no lock once it exists
-    return (scope or _scope(owner, loop)).session
+    session = (scope or _scope(owner, loop)).session
+    if session.closed:
+        raise session.closed_error()
+    return session
 
 
 def session_if_open(owner: ScopeOwner, loop: asyncio.AbstractEventLoop) -> Session | None:
@@ -59,8 +61,10 @@ def session_if_open(owner: ScopeOwner, loop: asyncio.AbstractEventLoop) -> Sessi
 
 
 def hub_of(owner: ScopeOwner, loop: asyncio.AbstractEventLoop) -> PollHub[Any]:
-    """``owner``'s poll hub on ``loop``, its session opened with it."""
-    _scope(owner, loop)
+    """``owner``'s poll hub on ``loop``, its session opened with it (not while it closes)."""
+    session = _scope(owner, loop).session
+    if session.closed:
+        raise session.closed_error()
     return hub_for(owner, loop)  # type: ignore[arg-type]  # a backend is a Source too
 
 
@@ -100,39 +104,48 @@ def _forget_closed_loops(owner: ScopeOwner, loops: _Loops) -> None:
 async def close_all(owner: ScopeOwner) -> None:
     """Stop every poll of ``owner`` on every loop and close its sessions."""
     current = asyncio.get_running_loop()
-    for _ in range(_CLOSE_ROUNDS):
-        with _lock:
-            loops = _scopes.get(owner)
-            scopes = dict(loops) if loops is not None else {}
-            if loops is not None:
-                loops.clear()
-        if not scopes:
-            return
-        for loop, scope in scopes.items():
-            if scope.end is not None:
-                scope.end.cancel()
-            if loop is current:
-                await _close(owner, loop, scope)
-            elif not loop.is_closed() and loop.is_running():
-                future = asyncio.run_coroutine_threadsafe(_close(owner, loop, scope), loop)
-                await asyncio.wrap_future(future)
+    with _lock:
+        loops = _scopes.get(owner)
+        scopes = dict(loops) if loops is not None else {}
+        for scope in scopes.values():
+            scope.session.begin_close()  # nothing of these scopes starts a request any more
+    for loop, scope in scopes.items():
+        if loop is current:
+            await _close(owner, loop, scope)
+        elif not loop.is_closed() and loop.is_running():
+            future = asyncio.run_coroutine_threadsafe(_close(owner, loop, scope), loop)
+            await asyncio.wrap_future(future)
+        else:
+            _forget(owner, loop, scope)
 
 
 async def close_on(owner: ScopeOwner, loop: asyncio.AbstractEventLoop) -> None:
     """Close what ``owner`` holds on ``loop`` (run on that loop)."""
-    for _ in range(_CLOSE_ROUNDS):
-        with _lock:
-            loops = _scopes.get(owner)
-            scope = loops.pop(loop, None) if loops is not None else None
-        if scope is None:
-            return
-        if scope.end is not None:
-            scope.end.cancel()
+    with _lock:
+        loops = _scopes.get(owner)
+        scope = loops.get(loop) if loops is not None else None
+        if scope is not None:
+            scope.session.begin_close()
+    if scope is not None:
         await _close(owner, loop, scope)
 
 
 async def _close(owner: ScopeOwner, loop: asyncio.AbstractEventLoop, scope: _Scope) -> None:
-    hub = release_hub(owner, loop)  # type: ignore[arg-type]
-    if hub is not None:
-        await hub.aclose()
-    await scope.session.aclose()
+    """Close a scope marked closed: its hub, then its session; only then forget it."""
+    if scope.end is not None:
+        scope.end.cancel()
+    try:
+        hub = release_hub(owner, loop)  # type: ignore[arg-type]
+        if hub is not None:
+            await hub.aclose()
+        await scope.session.aclose()
+    finally:
+        _forget(owner, loop, scope)
+
+
+def _forget(owner: ScopeOwner, loop: asyncio.AbstractEventLoop, scope: _Scope) -> None:
+    """Take ``scope`` out of the registry, if it is still the one registered there."""
+    with _lock:
+        loops = _scopes.get(owner)
+        if loops is not None and loops.get(loop) is scope:
+            del loops[loop]

@@ -31,6 +31,7 @@ from ._errors import (
     TransientFault,
 )
 from ._policy import PollPolicy
+from ._readqueue import ReadQueue
 from ._redact import Secrets, origin_of, scrub
 from ._retry import call_with_retries, is_transient, register_faults
 from ._transport import AiohttpTransport, ResponseTooLarge, UnsupportedEncoding, read_capped
@@ -127,8 +128,10 @@ class Session:
             self.client = httpx.AsyncClient(transport=self.transport, timeout=timeout)
             self.owns_client = True
         self.max_concurrency = max_concurrency
-        #: The concurrency cap of this backend on this loop.
-        self.limiter = asyncio.Semaphore(max_concurrency)
+        #: The per-task reads of this backend on this loop, at most ``max_concurrency`` at once.
+        self.reads = ReadQueue(max_concurrency, self.closed_error)
+        #: Set when closing begins: from then on nothing is sent and no read starts.
+        self.closed = False
         self._origin = origin_of(owner.base_url)
         parts = urlsplit(owner.base_url)
         self._origin_prefix = f"{parts.scheme}://{parts.netloc}/"
@@ -208,6 +211,8 @@ class Session:
         follow_redirects: bool = False,
     ) -> httpx.Response:
         """One exchange (plus redirects and one renewal), classified; never retried."""
+        if self.closed:
+            raise self.closed_error()
         url = url_or_path if "://" in url_or_path else self.owner.base_url + url_or_path
         body: bytes | None = None
         if json is not None:
@@ -252,37 +257,15 @@ class Session:
             )
             raise err from exc
 
-    async def each(
+    def each(
         self, refs: Sequence[TaskRef], read: Callable[[TaskRef], Awaitable[T]]
     ) -> AsyncIterator[tuple[TaskRef, T | BaseException]]:
         """``read`` every ref under the concurrency cap, yielding answers (or errors) as they
-        come: the batch hook of an API without a batch endpoint."""
-        limiter = self.limiter
-        if len(refs) == 1:
-            async with limiter:
-                yield refs[0], await _capture(read(refs[0]))
-            return
-        results: asyncio.Queue[tuple[TaskRef, T | BaseException]] = asyncio.Queue()
-        todo = list(reversed(refs))
-
-        async def worker() -> None:
-            # A few workers draining one list cost far less than a task per id.
-            while todo:
-                ref = todo.pop()
-                async with limiter:
-                    results.put_nowait((ref, await _capture(read(ref))))
-
-        workers = [
-            asyncio.ensure_future(worker()) for _ in range(min(len(refs), self.max_concurrency))
-        ]
-        try:
-            for _ in range(len(refs)):
-                yield await results.get()
-        finally:
-            for task in workers:
-                task.cancel()
-            # Let them unwind before the caller goes on (it may be closing the client).
-            await asyncio.gather(*workers, return_exceptions=True)
+        come: the batch hook of an API without a batch endpoint. Reads of every call share one
+        queue, first asked first served, so a slow round is never overtaken by the next."""
+        if self.closed:
+            raise self.closed_error()
+        return self.reads.each(refs, read)
 
     # -- the shared-read cache -------------------------------------------------------------
 
@@ -340,8 +323,19 @@ class Session:
 
     # -- closing ---------------------------------------------------------------------------
 
+    def begin_close(self) -> None:
+        """Refuse work from now on: no read starts, nothing is sent (``aclose`` then ends it)."""
+        self.closed = True
+        self.reads.closed = True
+
+    def closed_error(self) -> BackendUnavailable:
+        """What a request of a closed session fails with."""
+        return BackendUnavailable(f"{self.owner.name} was closed", backend=self.owner.name)
+
     async def aclose(self) -> None:
-        """Close the connections this session owns and forget its caches."""
+        """Stop the reads, close the connections this session owns and forget its caches."""
+        self.begin_close()
+        await self.reads.aclose()
         self._requests.clear()
         self._cache.clear()
         if self.owns_client:
@@ -508,14 +502,6 @@ class Session:
                 self._requests.clear()
             self._requests[key] = request
         return request
-
-
-async def _capture(awaitable: Awaitable[T]) -> T | BaseException:
-    """The awaitable's result, or the ``Exception`` it raised (cancellation still propagates)."""
-    try:
-        return await awaitable
-    except Exception as exc:
-        return exc
 
 
 def parse_retry_after(value: str | None) -> float | None:
