@@ -186,6 +186,7 @@ class Ledger:
         self._describe = describe
         self._lock = threading.RLock()
         self._statuses: dict[str, int] = {}
+        self._since: dict[str, int] = {}  # the block that announced each task's status
         self._logs: list[LogEntry] = []
         self._announced: list[int] = []  # the logs' announced blocks, for bisect
         self._dropped = 0  # how many logs were trimmed off the front (sequence offset)
@@ -202,13 +203,23 @@ class Ledger:
             if head <= self.mined:
                 return self.mined
             known, self._statuses = self._statuses, {}
+            since, self._since = self._since, {}
             for task_id, status in self._scan():
                 old = known.get(task_id, 0)
                 self._statuses[task_id] = status
                 if status != old:
+                    self._since[task_id] = head
                     self._append(head, task_id, self._describe(task_id, old, status))
+                elif task_id in since:
+                    self._since[task_id] = since[task_id]
             self.mined = head
             return head
+
+    def announced(self, task_id: str) -> tuple[int, int]:
+        """The status of ``task_id`` as of the latest mined block (0 if never seen), and the
+        block that announced it (-1 if none)."""
+        self.sync()
+        return self._statuses.get(task_id, 0), self._since.get(task_id, -1)
 
     def record(
         self, task_id: str, status: int, events: Sequence[tuple[str, Sequence[Any]]],
@@ -220,6 +231,7 @@ class Ledger:
             self.sync()
             block = self.mined + 1
             self._statuses[task_id] = status
+            self._since[task_id] = block
             return block, self._append(block, task_id, events, tx_hash=tx_hash)
 
     def reorg(self, task_id: str) -> list[LogEntry]:

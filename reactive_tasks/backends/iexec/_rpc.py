@@ -48,14 +48,34 @@ async def call_batch(
     of the whole request (HTTP 5xx, a body that is not a JSON list) raises. ``eth_call`` is a
     read: outside a poll the session retries it under the backend's policy.
     """
+    to = backend.hub_address
+    requests = [("eth_call", [{"to": to, "data": data}, "latest"]) for data in calls]
+    whose = list(owners) if owners is not None else [shown] * len(calls)
+    out: list[bytes | BaseException] = []
+    for owner, result in zip(whose, await rpc_batch(backend, requests, shown, owners=whose),
+                             strict=True):
+        if isinstance(result, BaseException):
+            out.append(result)
+            continue
+        try:
+            out.append(abi.parse_hex(result))
+        except abi.AbiError as exc:
+            out.append(backend.protocol_error(str(exc), owner))
+    return out
+
+
+async def rpc_batch(
+    backend: IExecBackend,
+    requests: Sequence[tuple[str, list[Any]]],
+    shown: str | None,
+    *,
+    owners: Sequence[str | None] | None = None,
+) -> list[Any]:
+    """Any JSON-RPC reads, (method, params) each, in one batch request: each call's raw
+    ``result`` or the exception that replaced it (see ``call_batch``)."""
     body = [
-        {
-            "jsonrpc": "2.0",
-            "id": i,
-            "method": "eth_call",
-            "params": [{"to": backend.hub_address, "data": data}, "latest"],
-        }
-        for i, data in enumerate(calls)
+        {"jsonrpc": "2.0", "id": i, "method": method, "params": params}
+        for i, (method, params) in enumerate(requests)
     ]
     response = await backend.session().request(
         "POST", backend.base_url, json=body, idempotent=True, task_id=shown
@@ -68,7 +88,7 @@ async def call_batch(
         if single.error is not None:
             raise rpc_error(backend, single.error, shown)
         raise backend.protocol_error("a batch request got a single answer", shown)
-    whose = list(owners) if owners is not None else [shown] * len(calls)
+    whose = list(owners) if owners is not None else [shown] * len(requests)
     replies = entries_by_key(
         backend,
         parsed,
@@ -77,7 +97,7 @@ async def call_batch(
         wanted=dict(enumerate(whose)),
         what="the JSON-RPC batch answer",
     )
-    out: list[bytes | BaseException] = []
+    out: list[Any] = []
     for i, owner in enumerate(whose):
         reply = replies.get(i)
         if reply is None:
@@ -87,10 +107,7 @@ async def call_batch(
         elif reply.error is not None:
             out.append(rpc_error(backend, reply.error, owner))
         else:
-            try:
-                out.append(abi.parse_hex(reply.result))
-            except abi.AbiError as exc:
-                out.append(backend.protocol_error(str(exc), owner))
+            out.append(reply.result)
     return out
 
 

@@ -2,11 +2,14 @@
 the iExec SDK's ``obsTask``. The observation path: the task model, the id rule, the batch
 request, the reading.
 
-Each poll round is one JSON-RPC batch of ``eth_call viewTask(bytes32)`` per watched task (the
-hub splits rounds by ``batch_size``). A task not yet initialized on chain reads back with a null
-``dealid``; given its deal id, it is UNSET until the deal's final deadline (``startTime +
-final_deadline_ratio * workClockTimeRef``), read once per deal (see ``_deals``). TIMEOUT is not
-on chain: like the SDK, it is computed from the final deadline and the local clock at each read.
+Each poll round asks the hub's event logs which watched tasks moved and reads only those with
+``viewTask`` (``_logs``); with ``logs=False`` it is one JSON-RPC batch of ``eth_call
+viewTask(bytes32)`` per watched task (the hub splits rounds by ``batch_size``). With ``ws_url``,
+``eth_subscribe("logs")`` pushes changes as blocks land (``_ws``). A task not yet initialized on
+chain reads back with a null ``dealid``; given its deal id, it is UNSET until the deal's final
+deadline (``startTime + final_deadline_ratio * workClockTimeRef``), read once per deal (see
+``_deals``). TIMEOUT is not on chain: like the SDK, it is computed from the final deadline and the
+local clock at each read.
 """
 
 from __future__ import annotations
@@ -24,10 +27,12 @@ from reactivex import Observable
 from ..._errors import ConfigurationError, InvalidTaskId, TaskNotFound, TransientFault
 from ..._models import TaskEvent, TaskState
 from ..._policy import PollPolicy
+from ..._types import Feed
 from .._base import Backend, Reading, TaskRef
 from . import _abi as abi
 from ._chains import CHAINS, DEFAULT_IPFS_GATEWAY, chain_preset
 from ._deals import DealObservation, IExecDeal, deals_for
+from ._logs import read_with_logs
 from ._results import ResultDownload
 from ._rpc import call_batch
 
@@ -102,7 +107,7 @@ class IExecBackend(DealObservation, ResultDownload, Backend[IExecTask]):
     """
 
     name = "iexec"
-    max_batch = 100
+    max_batch: int | None = 100
     secret_url_path = True
 
     def __init__(
@@ -112,11 +117,17 @@ class IExecBackend(DealObservation, ResultDownload, Backend[IExecTask]):
         *,
         ipfs_gateway: str = DEFAULT_IPFS_GATEWAY,
         batch_size: int = 100,
+        logs: bool = True,
+        ws_url: str | None = None,
         policy: PollPolicy | None = None,
         **options: Any,
     ) -> None:
         abi.require()
         super().__init__(rpc_url, policy=policy, **options)
+        if ws_url is not None and (
+            not isinstance(ws_url, str) or not ws_url.startswith(("ws://", "wss://"))
+        ):
+            raise ConfigurationError("ws_url must be a ws:// or wss:// URL")
         if not isinstance(hub_address, str) or not _ADDRESS.fullmatch(hub_address):
             raise ConfigurationError(
                 f"hub_address must be a 0x-prefixed address, got {hub_address!r}"
@@ -128,6 +139,13 @@ class IExecBackend(DealObservation, ResultDownload, Backend[IExecTask]):
         self.hub_address = hub_address.lower()
         self.ipfs_gateway = ipfs_gateway.rstrip("/")
         self.batch_size = self.max_batch = batch_size
+        #: Each round reads only the tasks the hub's logs say moved (one round, all tasks).
+        self.logs = bool(logs)
+        if self.logs:
+            self.max_batch = None
+        self.ws_url = ws_url
+        if ws_url is not None:
+            self.secrets.add_url(ws_url, path_is_secret=True)
 
     @classmethod
     def for_chain(cls, chain: str | int, **kwargs: Any) -> IExecBackend:
@@ -190,9 +208,13 @@ class IExecBackend(DealObservation, ResultDownload, Backend[IExecTask]):
     async def fetch_many(
         self, refs: Sequence[TaskRef]
     ) -> AsyncIterator[tuple[TaskRef, IExecTask | BaseException]]:
-        """Every task the hub gives (at most ``batch_size``) in one JSON-RPC batch request."""
+        """With ``logs``, the round of ``_logs``; else every task the hub gives (at most
+        ``batch_size``) in one JSON-RPC batch request."""
         try:
-            outcomes = await self._read_tasks(refs)
+            if self.logs:
+                outcomes = await read_with_logs(self, refs)
+            else:
+                outcomes = await self._read_tasks(refs)
         except Exception as exc:
             outcomes = [(ref, exc) for ref in refs]
         for item in outcomes:
@@ -248,27 +270,31 @@ class IExecBackend(DealObservation, ResultDownload, Backend[IExecTask]):
                 return TransientFault("the deal read left this task out")
             if isinstance(deal, BaseException):
                 return deal
-            timed_out = now >= deal.finalTime
+            status_name, timed_out = _timed(0, deal.finalTime, now)
             return IExecTask(
                 taskid=ref.task_id,
                 dealid=deal_id,
                 status=0,
-                statusName="TIMEOUT" if timed_out else "UNSET",
+                statusName=status_name,
                 taskTimedOut=timed_out,
                 finalDeadline=deal.finalTime,
             )
         if task.status not in STATUS_NAMES:
             return self.protocol_error(f"unknown task status {task.status}", ref.task_id)
-        timed_out = task.status != COMPLETED and now >= task.finalDeadline
-        status_name: StatusName = (
-            "TIMEOUT" if task.status < COMPLETED and timed_out else STATUS_NAMES[task.status]
-        )
+        status_name, timed_out = _timed(task.status, task.finalDeadline, now)
         return IExecTask(
             taskid=ref.task_id,
             statusName=status_name,
             taskTimedOut=timed_out,
             **{**task._asdict(), "results": _decode_results(task.results)},
         )
+
+    def at_time(self, snapshot: IExecTask, now: int) -> IExecTask:
+        """``snapshot`` as a read at unix time ``now`` would give it (TIMEOUT moves with time)."""
+        status_name, timed_out = _timed(snapshot.status, snapshot.finalDeadline or 0, now)
+        if (status_name, timed_out) == (snapshot.statusName, snapshot.taskTimedOut):
+            return snapshot
+        return snapshot.model_copy(update={"statusName": status_name, "taskTimedOut": timed_out})
 
     def interpret(self, snapshot: IExecTask, ref: TaskRef) -> Reading:
         return Reading(_STATES[snapshot.statusName], snapshot.statusName)
@@ -277,6 +303,29 @@ class IExecBackend(DealObservation, ResultDownload, Backend[IExecTask]):
         """obsTask emits when ``status`` changes or the task has timed out: the computed
         ``statusName`` turns TIMEOUT with time alone, so it is part of the key."""
         return snapshot.status, snapshot.statusName
+
+    def order_key(self, snapshot: IExecTask, reading: Reading) -> tuple[int, ...] | None:
+        """Ended (COMPLETED, FAILED, TIMEOUT) last; before that the number of contributions,
+        which only grows; at one count ACTIVE is newer than REVEALING: a task reaches REVEALING
+        in the contribution that makes consensus, and goes back to ACTIVE only by a reopen."""
+        ended = 1 if reading.state.terminal else 0
+        reopened = 1 if snapshot.status == 1 else 0
+        return ended, len(snapshot.contributors), reopened
+
+    def open_feed(self) -> Feed | None:
+        """With ``ws_url``, ``eth_subscribe("logs")`` for the watched tasks (``_ws``)."""
+        if self.ws_url is None:
+            return None
+        from ._ws import LogFeed
+
+        return LogFeed(self, self.ws_url)
+
+
+def _timed(status: int, final_deadline: int, now: int) -> tuple[StatusName, bool]:
+    """The SDK's ``statusName`` and ``taskTimedOut`` of a task at unix time ``now``: a task not
+    completed is timed out from its final deadline on, and shows TIMEOUT unless FAILED."""
+    timed_out = status != COMPLETED and now >= final_deadline
+    return ("TIMEOUT" if status < COMPLETED and timed_out else STATUS_NAMES[status]), timed_out
 
 
 def _bytes32(value: str, what: str) -> str:
