@@ -46,6 +46,8 @@ IDS_PER_FILTER = 200
 _QUANTITY = re.compile(r"^0x[0-9a-fA-F]{1,16}$")
 _TOPIC = re.compile(r"^0x[0-9a-fA-F]{64}$")
 T = TypeVar("T")
+#: The clock of reads and reconciliation (monotonic seconds).
+clock = time.monotonic
 
 
 @functools.cache
@@ -132,7 +134,7 @@ async def read_with_logs(
     """One round for ``refs``: the logs batch, then ``viewTask`` batches for the tasks to read."""
     session = backend.session()
     cursor = cursor_of(session)
-    now = time.monotonic()
+    now = clock()
     reconcile = backend.policy.reconcile_interval
     cursor.sweep(now, keep_for=2 * reconcile)
     tracked: dict[str, list[TaskRef]] = {}

@@ -14,7 +14,6 @@ import itertools
 import json
 import logging
 import random
-import time
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -22,6 +21,7 @@ from pydantic import ValidationError
 
 from ..._redact import scrub
 from ..._types import FeedSink, TaskRef
+from . import _logs
 from ._logs import IDS_PER_FILTER, ChainLog, cursor_of, task_topics
 
 if TYPE_CHECKING:
@@ -230,7 +230,7 @@ class LogFeed:
                 *(self._backend._read_tasks(chunk) for chunk in chunks), return_exceptions=True
             )
             cursor = cursor_of(self._backend.session())
-            now = time.monotonic()
+            now = _logs.clock()
             for batch in batches:
                 if isinstance(batch, BaseException):
                     self._log_miss(batch)
