@@ -52,7 +52,8 @@ class LogFeed:
         self._ids = itertools.count(1)
         self._calls: dict[int, asyncio.Future[Any]] = {}
         self._to_read: dict[TaskRef, int] = {}  # ref -> block of the log that named it
-        self._reader: asyncio.Task[None] | None = None
+        self._flushing = False
+        self._readers: set[asyncio.Future[None]] = set()
 
     def __repr__(self) -> str:
         return f"LogFeed({self._backend!r}, watched={len(self._refs)})"
@@ -81,10 +82,10 @@ class LogFeed:
         try:
             await self._run(sink)
         finally:
-            if self._reader is not None:
-                self._reader.cancel()
-                with contextlib.suppress(BaseException):
-                    await self._reader
+            readers = list(self._readers)
+            for reader in readers:
+                reader.cancel()
+            await asyncio.gather(*readers, return_exceptions=True)
 
     async def _run(self, sink: FeedSink) -> None:
         failures = 0
@@ -215,34 +216,42 @@ class LogFeed:
         for ref in self._refs.get(task_id or "", ()):
             block = log.block or 0
             self._to_read[ref] = max(self._to_read.get(ref, 0), block)
-        if self._to_read and (self._reader is None or self._reader.done()):
-            self._reader = asyncio.ensure_future(self._read(sink))
+        if self._to_read and not self._flushing:
+            # After the messages already received: the logs of one block share a read.
+            self._flushing = True
+            asyncio.get_running_loop().call_soon(self._flush, sink)
 
-    async def _read(self, sink: FeedSink) -> None:
-        """Read every task named since the last read, in batches, and push the snapshots."""
-        await asyncio.sleep(0)  # the other logs of this message first
-        while self._to_read:
-            named, self._to_read = self._to_read, {}
-            refs = [r for r in named if r.task_id in self._refs]
-            size = self._backend.batch_size
-            chunks = [refs[i : i + size] for i in range(0, len(refs), size)]
-            batches = await asyncio.gather(
-                *(self._backend._read_tasks(chunk) for chunk in chunks), return_exceptions=True
-            )
-            cursor = cursor_of(self._backend.session())
-            now = _logs.clock()
-            for batch in batches:
-                if isinstance(batch, BaseException):
-                    self._log_miss(batch)
+    def _flush(self, sink: FeedSink) -> None:
+        self._flushing = False
+        named, self._to_read = self._to_read, {}
+        if named:
+            reader = asyncio.ensure_future(self._read(sink, named))
+            self._readers.add(reader)
+            reader.add_done_callback(self._readers.discard)
+
+    async def _read(self, sink: FeedSink, named: dict[TaskRef, int]) -> None:
+        """Read the tasks the logs named, in batches (concurrent with other reads), and push
+        the snapshots."""
+        refs = [r for r in named if r.task_id in self._refs]
+        size = self._backend.batch_size
+        chunks = [refs[i : i + size] for i in range(0, len(refs), size)]
+        batches = await asyncio.gather(
+            *(self._backend._read_tasks(chunk) for chunk in chunks), return_exceptions=True
+        )
+        cursor = cursor_of(self._backend.session())
+        now = _logs.clock()
+        for batch in batches:
+            if isinstance(batch, BaseException):
+                self._log_miss(batch)
+                continue
+            for ref, outcome in batch:
+                if isinstance(outcome, BaseException):
+                    self._log_miss(outcome)
                     continue
-                for ref, outcome in batch:
-                    if isinstance(outcome, BaseException):
-                        self._log_miss(outcome)
-                        continue
-                    if ref in cursor.known:
-                        cursor.note(ref, outcome, named[ref], now)
-                    if ref.task_id in self._refs:
-                        sink.feed_snapshot(ref, outcome)
+                if ref in cursor.known:
+                    cursor.note(ref, outcome, named[ref], now)
+                if ref.task_id in self._refs:
+                    sink.feed_snapshot(ref, outcome)
 
     @staticmethod
     def _log_miss(exc: BaseException) -> None:
