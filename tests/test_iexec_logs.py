@@ -210,3 +210,42 @@ def test_order_key_ranks_a_reopen_after_revealing(backend: IExecBackend) -> None
     again, completed = key(2, 3, "REVEALING"), key(3, 3, "COMPLETED")
     assert unset < active < revealing < reopened < again < completed
     assert key(1, 0, "TIMEOUT") > again
+
+
+async def test_a_log_query_refused_or_off_shape_costs_reads_not_errors(
+    emulator: EmulatorClient,
+) -> None:
+    from hostile import HostileServer, RawRequest, Reply
+
+    _, tasks = create_deal(emulator, [{"status": "ACTIVE"}], count=3)
+    node = emulator.api_url("iexec") + "/rpc"
+    mode = ["refuse"]
+
+    def logs_answer(call_id: Any) -> dict[str, Any]:
+        if mode[0] == "refuse":
+            error = {"code": -32005, "message": "query returned more than 10000 results"}
+            return {"jsonrpc": "2.0", "id": call_id, "error": error}
+        result = [] if mode[0] == "none" else [{"address": HUB_ADDRESS, "topics": "odd"}]
+        return {"jsonrpc": "2.0", "id": call_id, "result": result}
+
+    def handler(request: RawRequest) -> Reply:
+        out = [
+            logs_answer(item["id"]) if item["method"] == "eth_getLogs"
+            else httpx.post(node, json=item).json()
+            for item in request.json()
+        ]
+        return Reply.json(out)
+
+    with HostileServer(handler) as server:
+        backend = IExecBackend(server.url + "/rpc", HUB_ADDRESS)
+        refs = [backend.task_ref(t) for t in tasks]
+        try:
+            await round_of(backend, refs)
+            for wanted in ("refuse", "odd", "none"):
+                mode[0] = wanted
+                emulator.reset_requests()
+                answers = await round_of(backend, refs)
+                assert all(a.statusName == "ACTIVE" for a in answers.values())
+                assert reads(emulator) == ({} if wanted == "none" else {t: 1 for t in tasks})
+        finally:
+            await backend.aclose()
