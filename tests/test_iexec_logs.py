@@ -249,3 +249,14 @@ async def test_a_log_query_refused_or_off_shape_costs_reads_not_errors(
                 assert reads(emulator) == ({} if wanted == "none" else {t: 1 for t in tasks})
         finally:
             await backend.aclose()
+
+
+async def test_status_is_a_read_even_with_logs(
+    emulator: EmulatorClient, backend: IExecBackend
+) -> None:
+    _, (task,) = create_deal(emulator, [{"status": "ACTIVE"}])
+    await round_of(backend, [backend.task_ref(task)])
+    emulator.reset_requests()
+    event = await backend.status(task)
+    assert event.native_status == "ACTIVE"
+    assert reads(emulator) == {task: 1} and posts(emulator) == 1  # viewTask alone, like show

@@ -18,6 +18,7 @@ import json
 import re
 import time
 from collections.abc import AsyncIterator, Hashable, Mapping, Sequence
+from contextvars import ContextVar
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -55,6 +56,8 @@ _STATES: Mapping[str, TaskState] = {
     "FAILED": TaskState.FAILED,
     "TIMEOUT": TaskState.TIMED_OUT,
 }
+#: Set while ``status`` reads: its round reads the task itself, never a logs round.
+_direct: ContextVar[bool] = ContextVar("reactive_tasks_iexec_direct", default=False)
 _BYTES32 = re.compile(r"^0x[0-9a-fA-F]{64}$")
 _ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 
@@ -190,8 +193,13 @@ class IExecBackend(DealObservation, ResultDownload, Backend[IExecTask]):
     async def status(
         self, task_id: str, *, deal_id: str | None = None
     ) -> TaskEvent[IExecTask]:
-        """One fresh reading of a task, like the SDK's ``show``; transient faults retried."""
-        return await self._status(self._ref(task_id, deal_id))
+        """One fresh reading of a task, like the SDK's ``show`` (a ``viewTask`` read even with
+        ``logs``); transient faults retried."""
+        token = _direct.set(True)
+        try:
+            return await self._status(self._ref(task_id, deal_id))
+        finally:
+            _direct.reset(token)
 
     def _ref(self, task_id: str, deal_id: str | None) -> TaskRef:
         deal = None if deal_id is None else self._deal_id(deal_id)
@@ -211,7 +219,7 @@ class IExecBackend(DealObservation, ResultDownload, Backend[IExecTask]):
         """With ``logs``, the round of ``_logs``; else every task the hub gives (at most
         ``batch_size``) in one JSON-RPC batch request."""
         try:
-            if self.logs:
+            if self.logs and not _direct.get():
                 outcomes = await read_with_logs(self, refs)
             else:
                 outcomes = await self._read_tasks(refs)
