@@ -1,4 +1,5 @@
-"""IExecBackend: one JSON-RPC batch per chunk of ``batch_size`` tasks, one HTTP request each."""
+"""IExecBackend with per-task reads (logs=False): one JSON-RPC batch per chunk of ``batch_size``
+tasks, one HTTP request each."""
 
 from __future__ import annotations
 
@@ -60,7 +61,8 @@ async def test_each_chunk_is_one_http_request(emulator: EmulatorClient) -> None:
     _, tasks = create_deal(emulator, [{"status": "ACTIVE"}], count=7)
     transport = RecordingTransport()
     backend = IExecBackend(
-        emulator.api_url("iexec") + "/rpc", HUB_ADDRESS, batch_size=3, transport=transport
+        emulator.api_url("iexec") + "/rpc", HUB_ADDRESS, batch_size=3, transport=transport,
+        logs=False,
     )
     try:
         outcomes = await first_snapshots(backend, tasks)
@@ -78,7 +80,7 @@ async def test_batch_size_is_the_size_of_every_json_rpc_batch(emulator: Emulator
     transport = RecordingTransport()
     backend = IExecBackend(
         emulator.api_url("iexec") + "/rpc", HUB_ADDRESS, batch_size=500, policy=FAST,
-        transport=transport,
+        transport=transport, logs=False,
     )
     finals = await watch_to_the_end(backend, tasks)
     assert {f.native_status for f in finals} == {"COMPLETED"}
@@ -93,7 +95,9 @@ async def test_a_round_of_many_tasks_is_one_request(emulator: EmulatorClient) ->
     _, tasks = create_deal(emulator, [{"status": "ACTIVE"}], count=40)
     missing = "0x" + "ee" * 32
     transport = RecordingTransport()
-    backend = IExecBackend(emulator.api_url("iexec") + "/rpc", HUB_ADDRESS, transport=transport)
+    backend = IExecBackend(
+        emulator.api_url("iexec") + "/rpc", HUB_ADDRESS, transport=transport, logs=False
+    )
     try:
         outcomes = await collect(backend, [backend.task_ref(t) for t in [*tasks, missing]])
     finally:
@@ -106,7 +110,9 @@ async def test_a_round_of_many_tasks_is_one_request(emulator: EmulatorClient) ->
 async def test_unset_tasks_of_one_deal_share_their_deal_reads(emulator: EmulatorClient) -> None:
     deal, tasks = create_deal(emulator, [{"status": "UNSET"}], count=5)
     transport = RecordingTransport()
-    backend = IExecBackend(emulator.api_url("iexec") + "/rpc", HUB_ADDRESS, transport=transport)
+    backend = IExecBackend(
+        emulator.api_url("iexec") + "/rpc", HUB_ADDRESS, transport=transport, logs=False
+    )
     try:
         refs = [backend.task_ref(t, deal_id=deal) for t in tasks]
         first = await collect(backend, refs)
@@ -123,7 +129,8 @@ async def test_observed_tasks_are_polled_together(emulator: EmulatorClient) -> N
     _, tasks = create_deal(emulator, steps, count=150)
     transport = RecordingTransport()
     backend = IExecBackend(
-        emulator.api_url("iexec") + "/rpc", HUB_ADDRESS, policy=FAST, transport=transport
+        emulator.api_url("iexec") + "/rpc", HUB_ADDRESS, policy=FAST, transport=transport,
+        logs=False,
     )
     finals = await watch_to_the_end(backend, tasks)
     assert {f.native_status for f in finals} == {"COMPLETED"}
@@ -138,7 +145,9 @@ async def test_observed_tasks_are_polled_together(emulator: EmulatorClient) -> N
 async def test_concurrent_chunks_read_a_deal_once(emulator: EmulatorClient) -> None:
     steps = [{"status": "UNSET", "polls": 2}, {"status": "COMPLETED"}]
     deal, tasks = create_deal(emulator, steps, count=250)  # 3 chunks polled concurrently
-    backend = IExecBackend(emulator.api_url("iexec") + "/rpc", HUB_ADDRESS, policy=FAST)
+    backend = IExecBackend(
+        emulator.api_url("iexec") + "/rpc", HUB_ADDRESS, policy=FAST, logs=False
+    )
     try:
         finals = await asyncio.gather(*(wait(backend.observe(t, deal_id=deal)) for t in tasks))
     finally:

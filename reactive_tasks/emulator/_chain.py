@@ -10,6 +10,7 @@ announces copies of a task's latest logs with ``removed: true``.
 from __future__ import annotations
 
 import bisect
+import functools
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -49,6 +50,7 @@ def _keccak(data: bytes) -> bytes:
     return digest
 
 
+@functools.cache
 def topic_of(event: str) -> str:
     """topic0 of an event of ``EVENTS``: the keccak of its canonical signature."""
     return "0x" + _keccak(EVENTS[event][0].encode()).hex()
@@ -89,14 +91,30 @@ class LogEntry:
 
 def event_log(address: str, event: str, args: Sequence[Any]) -> tuple[str, tuple[str, ...], str]:
     """(address, topics, data) of ``event`` emitted with ``args`` (indexed ones first)."""
-    from eth_abi.abi import encode
-
     _, indexed, data_types = EVENTS[event]
     topics = [topic_of(event)]
     for type_str, value in zip(indexed, args[: len(indexed)], strict=True):
-        topics.append("0x" + encode([type_str], [value]).hex())
-    data = encode(list(data_types), list(args[len(indexed):])) if data_types else b""
+        topics.append("0x" + _word(type_str, value).hex())
+    values = args[len(indexed):]
+    if data_types == ("bytes",):
+        raw = bytes(values[0])
+        padded = raw + b"\x00" * (-len(raw) % 32)
+        data = (32).to_bytes(32, "big") + len(raw).to_bytes(32, "big") + padded
+    else:
+        data = b"".join(_word(t, v) for t, v in zip(data_types, values, strict=True))
     return address, tuple(topics), "0x" + data.hex()
+
+
+def _word(type_str: str, value: Any) -> bytes:
+    """The 32-byte ABI word of a static value (bytes32 or address): a block mines fast."""
+    if type_str == "address":
+        return bytes(12) + bytes.fromhex(str(value)[2:])
+    if type_str == "bytes32" and isinstance(value, bytes) and len(value) == 32:
+        return value
+    from eth_abi.abi import encode
+
+    word: bytes = encode([type_str], [value])
+    return word
 
 
 class LogFilter:
@@ -186,6 +204,7 @@ class Ledger:
         self._describe = describe
         self._lock = threading.RLock()
         self._statuses: dict[str, int] = {}
+        self._since: dict[str, int] = {}  # the block that announced each task's status
         self._logs: list[LogEntry] = []
         self._announced: list[int] = []  # the logs' announced blocks, for bisect
         self._dropped = 0  # how many logs were trimmed off the front (sequence offset)
@@ -204,13 +223,23 @@ class Ledger:
             if head <= self.mined:
                 return self.mined
             known, self._statuses = self._statuses, {}
+            since, self._since = self._since, {}
             for task_id, status in self._scan():
                 old = known.get(task_id, 0)
                 self._statuses[task_id] = status
                 if status != old:
+                    self._since[task_id] = head
                     self._append(head, task_id, self._describe(task_id, old, status))
+                elif task_id in since:
+                    self._since[task_id] = since[task_id]
             self.mined = head
             return head
+
+    def announced(self, task_id: str) -> tuple[int, int]:
+        """The status of ``task_id`` as of the latest mined block (0 if never seen), and the
+        block that announced it (-1 if none)."""
+        self.sync()
+        return self._statuses.get(task_id, 0), self._since.get(task_id, -1)
 
     def record(
         self, task_id: str, status: int, events: Sequence[tuple[str, Sequence[Any]]],
@@ -222,6 +251,7 @@ class Ledger:
             self.sync()
             block = self.mined + 1
             self._statuses[task_id] = status
+            self._since[task_id] = block
             return block, self._append(block, task_id, events, tx_hash=tx_hash)
 
     def reorg(self, task_id: str) -> list[LogEntry]:

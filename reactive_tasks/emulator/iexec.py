@@ -1,7 +1,8 @@
 """iExec under /iexec: an Ethereum JSON-RPC node fronting a PoCo hub, plus an IPFS gateway.
 
 `POST /iexec/rpc` answers JSON-RPC 2.0 (single or batch): `eth_chainId`, `net_version`,
-`eth_blockNumber`, `eth_getBlockByNumber`, `eth_getLogs`, `web3_clientVersion` and `eth_call` to
+`eth_blockNumber`, `eth_getBlockByNumber`, `eth_getLogs` (naming a task in topic 1 counts as a
+status read of its `polls` step), `web3_clientVersion` and `eth_call` to
 `HUB_ADDRESS` for `viewTask(bytes32)`, `viewDeal(bytes32)`, `viewCategory(uint256)` and
 `final_deadline_ratio()`, ABI-encoded with eth-abi like the real hub. `GET /iexec/ipfs/{cid}`
 serves the result archives of completed tasks. A WebSocket on `/iexec/rpc` answers the same
@@ -313,6 +314,27 @@ class _Chain:
                 return self._remember(_Deal(deal_id, task))
         return None
 
+    def poll_named(self, ledger: Ledger, params: Any) -> None:
+        """An ``eth_getLogs`` naming tasks in topic 1 asks about each of them: it counts as
+        one status read of a `polls` step, as a ``viewTask`` would, once the step's status is
+        in a block before the range asked (so that every step shows in the logs)."""
+        raw = params[0] if isinstance(params, list) and params else None
+        if not isinstance(raw, dict):
+            return
+        topics = raw.get("topics")
+        named = topics[1] if isinstance(topics, list) and len(topics) > 1 else None
+        try:
+            low = ledger.block_number(raw.get("fromBlock"), ledger.sync())
+        except ValueError:
+            return
+        for task_id in [named] if isinstance(named, str) else named or ():
+            task = self.ctx.tasks.get(str(task_id).lower())
+            if task is None:
+                continue
+            status, since = ledger.announced(task.id)
+            if status == _status_of(task.peek().fields) and since < low:
+                task.read()
+
     def statuses(self) -> list[tuple[str, int]]:
         """(id, on-chain status) of every task now: what the ledger scans for changes."""
         return [(task.id, self.status_of(task, task.peek())) for task in self.ctx.tasks.tasks()]
@@ -576,6 +598,8 @@ def routes(ctx: ApiContext) -> Sequence[BaseRoute]:
         if method == "net_version":
             return _result(call_id, str(CHAIN_ID))
         if method in _CHAIN_METHODS:
+            if method == "eth_getLogs":
+                chain.poll_named(ledger, item.get("params"))
             return _chain_call(ledger, call_id, method, item.get("params"))
         if method in WALLET_METHODS:
             return _wallet_answer(wallet, call_id, method, item.get("params"), fault)

@@ -2,11 +2,14 @@
 the iExec SDK's ``obsTask``. The observation path: the task model, the id rule, the batch
 request, the reading.
 
-Each poll round is one JSON-RPC batch of ``eth_call viewTask(bytes32)`` per watched task (the
-hub splits rounds by ``batch_size``). A task not yet initialized on chain reads back with a null
-``dealid``; given its deal id, it is UNSET until the deal's final deadline (``startTime +
-final_deadline_ratio * workClockTimeRef``), read once per deal (see ``_deals``). TIMEOUT is not
-on chain: like the SDK, it is computed from the final deadline and the local clock at each read.
+Each poll round asks the hub's event logs which watched tasks moved and reads only those with
+``viewTask`` (``_logs``); with ``logs=False`` it is one JSON-RPC batch of ``eth_call
+viewTask(bytes32)`` per watched task (the hub splits rounds by ``batch_size``). With ``ws_url``,
+``eth_subscribe("logs")`` pushes changes as blocks land (``_ws``). A task not yet initialized on
+chain reads back with a null ``dealid``; given its deal id, it is UNSET until the deal's final
+deadline (``startTime + final_deadline_ratio * workClockTimeRef``), read once per deal (see
+``_deals``). TIMEOUT is not on chain: like the SDK, it is computed from the final deadline and the
+local clock at each read.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import json
 import re
 import time
 from collections.abc import AsyncIterator, Hashable, Mapping, Sequence
+from contextvars import ContextVar
 from typing import Any, Literal, cast
 from urllib.parse import urlsplit
 
@@ -24,13 +28,14 @@ from reactivex import Observable
 from ..._errors import ConfigurationError, InvalidTaskId, TaskNotFound, TransientFault
 from ..._models import TaskEvent, TaskState
 from ..._policy import PollPolicy
-from ..._types import Answer, snapshot_of
+from ..._types import Answer, Feed, snapshot_of
 from .._answers import slim_allowed
 from .._base import Backend, Reading, TaskRef
 from . import _abi as abi
 from ._chains import CHAINS, DEFAULT_IPFS_GATEWAY, chain_preset
 from ._claim import TaskClaim
 from ._deals import DealObservation, IExecDeal, deals_for
+from ._logs import read_with_logs
 from ._results import ResultDownload
 from ._rpc import call_batch
 from ._signer import IExecSigner, make_signer
@@ -54,6 +59,8 @@ _STATES: Mapping[str, TaskState] = {
     "FAILED": TaskState.FAILED,
     "TIMEOUT": TaskState.TIMED_OUT,
 }
+#: Set while ``status`` reads: its round reads the task itself, never a logs round.
+_direct: ContextVar[bool] = ContextVar("reactive_tasks_iexec_direct", default=False)
 _BYTES32 = re.compile(r"^0x[0-9a-fA-F]{64}$")
 _ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 
@@ -107,7 +114,7 @@ class IExecBackend(DealObservation, ResultDownload, TaskClaim, Backend[IExecTask
     """
 
     name = "iexec"
-    max_batch = 100
+    max_batch: int | None = 100
     secret_url_path = True
 
     def __init__(
@@ -117,12 +124,18 @@ class IExecBackend(DealObservation, ResultDownload, TaskClaim, Backend[IExecTask
         *,
         ipfs_gateway: str = DEFAULT_IPFS_GATEWAY,
         batch_size: int = 100,
+        logs: bool = True,
+        ws_url: str | None = None,
         policy: PollPolicy | None = None,
         signer: object = None,
         **options: Any,
     ) -> None:
         abi.require()
         super().__init__(rpc_url, policy=policy, **options)
+        if ws_url is not None and (
+            not isinstance(ws_url, str) or not ws_url.startswith(("ws://", "wss://"))
+        ):
+            raise ConfigurationError("ws_url must be a ws:// or wss:// URL")
         #: What signs ``claim``'s transaction (None: read-only); its repr shows the address only.
         self.signer: IExecSigner | None = (
             None if signer is None else make_signer(signer, self.secrets)
@@ -138,6 +151,13 @@ class IExecBackend(DealObservation, ResultDownload, TaskClaim, Backend[IExecTask
         self.hub_address = hub_address.lower()
         self.ipfs_gateway = ipfs_gateway.rstrip("/")
         self.batch_size = self.max_batch = batch_size
+        #: Each round reads only the tasks the hub's logs say moved (one round, all tasks).
+        self.logs = bool(logs)
+        if self.logs:
+            self.max_batch = None
+        self.ws_url = ws_url
+        if ws_url is not None:
+            self.secrets.add_url(ws_url, path_is_secret=True)
 
     @classmethod
     def for_chain(cls, chain: str | int, **kwargs: Any) -> IExecBackend:
@@ -182,8 +202,13 @@ class IExecBackend(DealObservation, ResultDownload, TaskClaim, Backend[IExecTask
     async def status(
         self, task_id: str, *, deal_id: str | None = None
     ) -> TaskEvent[IExecTask]:
-        """One fresh reading of a task, like the SDK's ``show``; transient faults retried."""
-        return await self._status(self._ref(task_id, deal_id))
+        """One fresh reading of a task, like the SDK's ``show`` (a ``viewTask`` read even with
+        ``logs``); transient faults retried."""
+        token = _direct.set(True)
+        try:
+            return await self._status(self._ref(task_id, deal_id))
+        finally:
+            _direct.reset(token)
 
     def _ref(self, task_id: str, deal_id: str | None) -> TaskRef:
         deal = None if deal_id is None else self._deal_id(deal_id)
@@ -198,9 +223,14 @@ class IExecBackend(DealObservation, ResultDownload, TaskClaim, Backend[IExecTask
         return snapshot_of(outcome)
 
     async def fetch_many(self, refs: Sequence[TaskRef]) -> AsyncIterator[tuple[TaskRef, _Outcome]]:
-        """Every task the hub gives (at most ``batch_size``) in one JSON-RPC batch request."""
+        """With ``logs``, the round of ``_logs``; else every task the hub gives (at most
+        ``batch_size``) in one JSON-RPC batch request."""
+        outcomes: Sequence[tuple[TaskRef, _Outcome]]
         try:
-            outcomes = await self._read_tasks(refs)
+            if self.logs and not _direct.get():
+                outcomes = await read_with_logs(self, refs)
+            else:
+                outcomes = await self._read_tasks(refs)
         except Exception as exc:
             outcomes = [(ref, exc) for ref in refs]
         for item in outcomes:  # at most batch_size (100): settled in one go, as one round
@@ -281,12 +311,12 @@ class IExecBackend(DealObservation, ResultDownload, TaskClaim, Backend[IExecTask
                 return TransientFault("the deal read left this task out")
             if isinstance(deal, BaseException):
                 return deal
-            timed_out = now >= deal.finalTime
+            status_name, timed_out = _status_name(0, deal.finalTime, now)
             return IExecTask(
                 taskid=ref.task_id,
                 dealid=deal_id,
                 status=0,
-                statusName="TIMEOUT" if timed_out else "UNSET",
+                statusName=status_name,
                 taskTimedOut=timed_out,
                 finalDeadline=deal.finalTime,
             )
@@ -300,6 +330,13 @@ class IExecBackend(DealObservation, ResultDownload, TaskClaim, Backend[IExecTask
             **{**task._asdict(), "results": _decode_results(task.results)},
         )
 
+    def at_time(self, snapshot: IExecTask, now: int) -> IExecTask:
+        """``snapshot`` as a read at unix time ``now`` would give it (TIMEOUT moves with time)."""
+        status_name, timed_out = _status_name(snapshot.status, snapshot.finalDeadline or 0, now)
+        if (status_name, timed_out) == (snapshot.statusName, snapshot.taskTimedOut):
+            return snapshot
+        return snapshot.model_copy(update={"statusName": status_name, "taskTimedOut": timed_out})
+
     def interpret(self, snapshot: IExecTask, ref: TaskRef) -> Reading:
         return Reading(_STATES[snapshot.statusName], snapshot.statusName)
 
@@ -307,6 +344,22 @@ class IExecBackend(DealObservation, ResultDownload, TaskClaim, Backend[IExecTask
         """obsTask emits when ``status`` changes or the task has timed out: the computed
         ``statusName`` turns TIMEOUT with time alone, so it is part of the key."""
         return snapshot.status, snapshot.statusName
+
+    def order_key(self, snapshot: IExecTask, reading: Reading) -> tuple[int, ...] | None:
+        """Ended (COMPLETED, FAILED, TIMEOUT) last; before that the number of contributions,
+        which only grows; at one count ACTIVE is newer than REVEALING: a task reaches REVEALING
+        in the contribution that makes consensus, and goes back to ACTIVE only by a reopen."""
+        ended = 1 if reading.state.terminal else 0
+        reopened = 1 if snapshot.status == 1 else 0
+        return ended, len(snapshot.contributors), reopened
+
+    def open_feed(self) -> Feed | None:
+        """With ``ws_url``, ``eth_subscribe("logs")`` for the watched tasks (``_ws``)."""
+        if self.ws_url is None:
+            return None
+        from ._ws import LogFeed
+
+        return LogFeed(self, self.ws_url)
 
 
 _Outcome = IExecTask | Answer[IExecTask] | BaseException

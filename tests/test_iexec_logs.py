@@ -1,0 +1,262 @@
+"""IExecBackend's rounds with logs (the default): one eth_blockNumber + eth_getLogs batch, and
+viewTask only for the tasks that moved, were never read, or are due for reconciliation."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from reactive_tasks import PollPolicy, aiter
+from reactive_tasks.backends.iexec import IExecBackend, IExecTask
+from reactive_tasks.emulator import EmulatorClient
+from reactive_tasks.emulator.iexec import HUB_ADDRESS, create_deal
+
+ROUTE = "iexec POST /rpc"
+FAST = PollPolicy(interval=0.05, max_interval=0.2, jitter=0.0, request_timeout=5.0)
+
+
+@pytest.fixture(autouse=True)
+def fast_blocks(emulator: EmulatorClient) -> Iterator[None]:
+    httpx.post(emulator.api_url("iexec") + "/_chain", json={"block_time": 0.05})
+    yield
+    httpx.post(emulator.api_url("iexec") + "/_chain", json={"block_time": 1.0})
+
+
+@pytest.fixture
+async def backend(emulator: EmulatorClient) -> AsyncIterator[IExecBackend]:
+    b = IExecBackend(emulator.api_url("iexec") + "/rpc", HUB_ADDRESS, policy=FAST)
+    yield b
+    await b.aclose()
+
+
+async def round_of(backend: IExecBackend, refs: list[Any]) -> dict[str, Any]:
+    return {ref.task_id: outcome async for ref, outcome in backend.fetch_many(refs)}
+
+
+def posts(emulator: EmulatorClient) -> int:
+    return int(emulator.requests()["by_route"].get(ROUTE, 0))
+
+
+def reads(emulator: EmulatorClient) -> dict[str, int]:
+    """viewTask reads by task (the emulator counts eth_call ids; getLogs names none)."""
+    return dict(emulator.requests()["by_task"])
+
+
+async def mined(emulator: EmulatorClient, task_id: str, count: int) -> None:
+    """Wait until the chain holds ``count`` logs of ``task_id`` (removed ones included)."""
+    body = {"jsonrpc": "2.0", "id": 1, "method": "eth_getLogs",
+            "params": [{"fromBlock": "0x0", "topics": [None, task_id]}]}
+    async with httpx.AsyncClient() as client:
+        for _ in range(200):
+            reply = await client.post(emulator.api_url("iexec") + "/rpc", json=body)
+            if len(reply.json()["result"]) >= count:
+                return
+            await asyncio.sleep(0.02)
+    raise AssertionError(f"{task_id} never had {count} logs")
+
+
+async def test_idle_round_is_one_post_and_no_read(
+    emulator: EmulatorClient, backend: IExecBackend
+) -> None:
+    # 250 tasks: more than one viewTask batch (100) and more than one getLogs filter (200)
+    _, tasks = create_deal(emulator, [{"status": "ACTIVE"}], count=250)
+    refs = [backend.task_ref(t) for t in tasks]
+    await mined(emulator, tasks[-1], 1)
+    first = await round_of(backend, refs)
+    assert all(isinstance(s, IExecTask) and s.statusName == "ACTIVE" for s in first.values())
+    assert set(reads(emulator)) >= set(tasks)  # the first round reads every task
+    emulator.reset_requests()
+    for _ in range(3):
+        again = await round_of(backend, refs)
+        assert again == first
+    assert posts(emulator) == 3  # one POST per round, whatever the number of tasks
+    assert reads(emulator) == {}
+
+
+async def test_a_task_with_new_logs_is_read_like_a_per_task_read(
+    emulator: EmulatorClient, backend: IExecBackend
+) -> None:
+    _, (idle, moving) = create_deal(emulator, [
+        [{"status": "ACTIVE"}],
+        [{"status": "ACTIVE", "seconds": 0.3}, {"status": "COMPLETED"}],
+    ])
+    refs = [backend.task_ref(idle), backend.task_ref(moving)]
+    await mined(emulator, moving, 1)
+    await round_of(backend, refs)
+    await mined(emulator, moving, 5)  # initialize, contribute, consensus, reveal, finalize
+    emulator.reset_requests()
+    after = await round_of(backend, refs)
+    assert reads(emulator) == {moving: 1}
+    assert posts(emulator) == 2  # the logs batch, then the read of the moved task
+    per_task = IExecBackend(emulator.api_url("iexec") + "/rpc", HUB_ADDRESS, logs=False)
+    try:
+        direct = await round_of(per_task, [per_task.task_ref(moving)])
+    finally:
+        await per_task.aclose()
+    assert after[moving] == direct[moving]
+    assert after[moving].statusName == "COMPLETED"
+
+
+async def test_events_match_per_task_reads(emulator: EmulatorClient) -> None:
+    steps = [{"status": "UNSET", "seconds": 0.2}, {"status": "ACTIVE", "seconds": 0.3},
+             {"status": "REVEALING", "seconds": 0.3}, {"status": "COMPLETED"}]
+    deal, (first, second) = create_deal(emulator, [steps, steps])
+    url = emulator.api_url("iexec") + "/rpc"
+    with_logs = IExecBackend(url, HUB_ADDRESS, policy=FAST)
+    per_task = IExecBackend(url, HUB_ADDRESS, policy=FAST, logs=False)
+    async def events(backend: IExecBackend, task: str) -> list[Any]:
+        return [e async for e in aiter(backend.observe(task, deal_id=deal))]
+
+    try:
+        logged, polled = await asyncio.gather(events(with_logs, first), events(per_task, second))
+    finally:
+        await with_logs.aclose()
+        await per_task.aclose()
+    assert [e.native_status for e in logged] == [e.native_status for e in polled] == [
+        "UNSET", "ACTIVE", "REVEALING", "COMPLETED"
+    ]
+    # what differs between two tasks: their ids, values derived from them, step times
+    own = {"taskid", "idx", "consensusValue", "resultDigest", "results", "revealDeadline",
+           "resultsTimestamp"}
+    for a, b in zip(logged, polled, strict=True):
+        assert (a.kind, a.state, a.sequence) == (b.kind, b.state, b.sequence)
+        assert a.snapshot.model_dump(exclude=own) == b.snapshot.model_dump(exclude=own)
+
+async def test_a_removed_log_makes_the_task_read_again(
+    emulator: EmulatorClient, backend: IExecBackend
+) -> None:
+    _, (task,) = create_deal(emulator, [{"status": "ACTIVE"}])
+    refs = [backend.task_ref(task)]
+    await mined(emulator, task, 1)
+    await round_of(backend, refs)
+    await round_of(backend, refs)
+    emulator.reset_requests()
+    reorg = httpx.post(emulator.api_url("iexec") + "/_chain/reorg", json={"task_id": task})
+    assert reorg.json() == {"removed": 1}
+    await mined(emulator, task, 2)
+    await round_of(backend, refs)
+    assert reads(emulator) == {task: 1}
+    emulator.reset_requests()
+    await round_of(backend, refs)
+    assert reads(emulator) == {}
+
+
+async def test_every_task_is_read_again_at_the_reconcile_interval(
+    emulator: EmulatorClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = [1000.0]
+    monkeypatch.setattr("reactive_tasks.backends.iexec._logs.clock", lambda: now[0])
+    policy = PollPolicy(interval=0.05, jitter=0.0, reconcile_interval=30.0)
+    backend = IExecBackend(emulator.api_url("iexec") + "/rpc", HUB_ADDRESS, policy=policy)
+    _, tasks = create_deal(emulator, [{"status": "ACTIVE"}], count=5)
+    refs = [backend.task_ref(t) for t in tasks]
+    try:
+        await round_of(backend, refs)
+        emulator.reset_requests()
+        now[0] += 29.0
+        await round_of(backend, refs)
+        assert reads(emulator) == {}
+        now[0] += 1.0
+        await round_of(backend, refs)
+        assert reads(emulator) == {t: 1 for t in tasks}
+    finally:
+        await backend.aclose()
+
+
+async def test_timeout_fires_at_the_deadline_without_a_read(
+    emulator: EmulatorClient, backend: IExecBackend
+) -> None:
+    deal, (task,) = create_deal(emulator, [{"status": "ACTIVE"}], deadline_in=1.5)
+    await mined(emulator, task, 1)
+    events = []
+    async for event in aiter(backend.observe(task, deal_id=deal)):
+        events.append(event)
+        if len(events) == 1:
+            emulator.reset_requests()
+    assert [e.native_status for e in events] == ["ACTIVE", "TIMEOUT"]
+    assert events[-1].snapshot.taskTimedOut and time.time() >= events[-1].snapshot.finalDeadline
+    assert reads(emulator) == {}  # rounds of logs only: the deadline needs no read
+
+
+async def test_logs_false_reads_every_task_every_round(emulator: EmulatorClient) -> None:
+    backend = IExecBackend(emulator.api_url("iexec") + "/rpc", HUB_ADDRESS, logs=False)
+    _, tasks = create_deal(emulator, [{"status": "ACTIVE"}], count=3)
+    refs = [backend.task_ref(t) for t in tasks]
+    try:
+        await round_of(backend, refs)
+        emulator.reset_requests()
+        await round_of(backend, refs)
+    finally:
+        await backend.aclose()
+    assert reads(emulator) == {t: 1 for t in tasks}
+    assert backend.max_batch == 100
+
+
+def test_order_key_ranks_a_reopen_after_revealing(backend: IExecBackend) -> None:
+    def key(status: int, contributors: int, name: str) -> Any:
+        snap = IExecTask(
+            taskid="0x" + "11" * 32, dealid="0x" + "22" * 32, status=status, statusName=name,
+            taskTimedOut=name == "TIMEOUT", contributors=("0x" + "33" * 20,) * contributors,
+        )
+        return backend.order_key(snap, backend.interpret(snap, backend.task_ref(snap.taskid)))
+
+    unset, active = key(0, 0, "UNSET"), key(1, 1, "ACTIVE")
+    revealing, reopened = key(2, 2, "REVEALING"), key(1, 2, "ACTIVE")
+    again, completed = key(2, 3, "REVEALING"), key(3, 3, "COMPLETED")
+    assert unset < active < revealing < reopened < again < completed
+    assert key(1, 0, "TIMEOUT") > again
+
+
+async def test_a_log_query_refused_or_off_shape_costs_reads_not_errors(
+    emulator: EmulatorClient,
+) -> None:
+    from hostile import HostileServer, RawRequest, Reply
+
+    _, tasks = create_deal(emulator, [{"status": "ACTIVE"}], count=3)
+    node = emulator.api_url("iexec") + "/rpc"
+    mode = ["refuse"]
+
+    def logs_answer(call_id: Any) -> dict[str, Any]:
+        if mode[0] == "refuse":
+            error = {"code": -32005, "message": "query returned more than 10000 results"}
+            return {"jsonrpc": "2.0", "id": call_id, "error": error}
+        result = [] if mode[0] == "none" else [{"address": HUB_ADDRESS, "topics": "odd"}]
+        return {"jsonrpc": "2.0", "id": call_id, "result": result}
+
+    def handler(request: RawRequest) -> Reply:
+        out = [
+            logs_answer(item["id"]) if item["method"] == "eth_getLogs"
+            else httpx.post(node, json=item).json()
+            for item in request.json()
+        ]
+        return Reply.json(out)
+
+    with HostileServer(handler) as server:
+        backend = IExecBackend(server.url + "/rpc", HUB_ADDRESS)
+        refs = [backend.task_ref(t) for t in tasks]
+        try:
+            await round_of(backend, refs)
+            for wanted in ("refuse", "odd", "none"):
+                mode[0] = wanted
+                emulator.reset_requests()
+                answers = await round_of(backend, refs)
+                assert all(a.statusName == "ACTIVE" for a in answers.values())
+                assert reads(emulator) == ({} if wanted == "none" else {t: 1 for t in tasks})
+        finally:
+            await backend.aclose()
+
+
+async def test_status_is_a_read_even_with_logs(
+    emulator: EmulatorClient, backend: IExecBackend
+) -> None:
+    _, (task,) = create_deal(emulator, [{"status": "ACTIVE"}])
+    await round_of(backend, [backend.task_ref(task)])
+    emulator.reset_requests()
+    event = await backend.status(task)
+    assert event.native_status == "ACTIVE"
+    assert reads(emulator) == {task: 1} and posts(emulator) == 1  # viewTask alone, like show
