@@ -579,7 +579,7 @@ class Session:
         key: Hashable | None = None
         if own_origin:
             try:
-                key = url if not params else (url, *params.items())
+                key = url if params is None else (url, *params.items())
                 hash(key)
             except TypeError:  # a list-valued parameter: parsed each time
                 key = None
@@ -587,9 +587,12 @@ class Session:
             found = self._urls.get(key)
             if found is not None:
                 return found
-        # Query parameters are encoded by httpx, as for a user's client; the rest is yarl's.
-        full = url if params is None else str(httpx.URL(url, params=params))
-        address = yarl.URL(full)
+        try:
+            # Query parameters are encoded by httpx, as for a user's client; the rest is yarl's.
+            full = url if params is None else str(httpx.URL(url, params=params))
+            address = yarl.URL(full)
+        except (ValueError, httpx.InvalidURL):
+            raise self.owner.protocol_error("the request URL is invalid") from None
         if key is not None:
             if len(self._urls) >= _URL_CACHE_SIZE:
                 self._urls.popitem(last=False)
