@@ -18,7 +18,11 @@ API and N, min / median / max over the runs:
   emulator made it (the task's creation time plus 3 s or 6 s);
 - ``own``: the share of the 2N changes delivered on their own (an event for the next state right
   after the one before; a change merged into a later one, or seen first, is not);
-- ``first``: seconds from subscribing until every task had its first event.
+- ``first``: seconds from subscribing until every task had its first event;
+- ``cpu %``: the client's CPU time over the watch's wall time (near 100 %: the client is the
+  bottleneck; well below: the emulator is, one uvicorn worker on the same cores);
+- ``polls/task``: task-polls per task over its 6 s or more (few when a round outlasts the
+  script; then the per-poll CPU carries each task's subscription and events).
 
 The machine may be busy: compare ratios from the same run, not absolute figures.
 
@@ -127,12 +131,14 @@ async def watch(api: str, url: str, created: dict[str, float]) -> dict[str, floa
         ]
         await asyncio.wait_for(finished.wait(), timeout=300 + count / 50)
         cpu = time.process_time() - cpu
+        wall = time.perf_counter() - started
         for subscription in subscriptions:
             subscription.dispose()
     if failures:
         raise failures[0]
     return {
         "cpu": cpu,
+        "load": cpu / wall,
         "rss": figures["rss"],
         "first": figures["first"],
         "own": figures["own"] / (2 * count),
@@ -212,6 +218,7 @@ COLUMNS = [  # key, heading, format, scale
     ("p99", "p99 s", "{:.2f}", 1.0),
     ("own", "own %", "{:.1f}", 100.0),
     ("first", "first s", "{:.1f}", 1.0),
+    ("load", "cpu %", "{:.0f}", 100.0),
     ("polls", "polls/task", "{:.1f}", 1.0),
 ]
 
