@@ -47,5 +47,8 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 
 def spread(values: Sequence[float]) -> tuple[float, float, float]:
-    """Min, median and max of several runs."""
-    return min(values), statistics.median(values), max(values)
+    """Min, median and max of several runs, leaving out runs without a figure (NaN)."""
+    known = [v for v in values if v == v]
+    if not known:
+        return (float("nan"),) * 3
+    return min(known), statistics.median(known), max(known)

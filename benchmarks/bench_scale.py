@@ -166,7 +166,9 @@ def official_statuses(root: str, ids: list[str]) -> float:
 
 def floor(control: EmulatorClient) -> float:
     """CPU seconds per poll of the raw-aiohttp loop on fresh CloudCoin tasks."""
-    steps = [{"status": "running", "polls": BASE_ROUNDS - 1}, {"status": "completed"}]
+    steps: list[dict[str, Any]] = [
+        {"status": "running", "polls": BASE_ROUNDS - 1}, {"status": "completed"}
+    ]
     ids = control.create_tasks("cloudcoin", BASE_TASKS, steps)
     gc.collect()
     cpu = time.process_time()
@@ -232,8 +234,9 @@ def table(results: dict[tuple[str, int], list[dict[str, float]]], runs: int) -> 
         meds, ranges = [], []
         for key, _, fmt, scale in COLUMNS:
             low, mid, high = spread([row[key] * scale for row in rows])
-            meds.append(fmt.format(mid))
-            ranges.append(f"{fmt.format(low)}-{fmt.format(high)}" if runs > 1 else "")
+            shown = fmt.format if mid == mid else lambda _: "-"  # NaN: no change seen
+            meds.append(shown(mid))
+            ranges.append(f"{shown(low)}-{shown(high)}" if runs > 1 else "")
         print(f"{api:<12}{count:>7}" + "".join(f"{m:>14}" for m in meds))
         if runs > 1:
             print(f"{'':<19}" + "".join(f"{r:>14}" for r in ranges))
