@@ -18,14 +18,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import os
 import time
 import tracemalloc
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import aiohttp
 import httpx
+from _common import aiohttp_floor, rss
 from _emulator import start_emulator
 
 from reactive_tasks import PollPolicy, wait
@@ -71,23 +70,7 @@ async def httpx_loop(base: str, ids: list[str], rounds: int) -> int:
 
 
 async def aiohttp_loop(base: str, ids: list[str], rounds: int) -> int:
-    limiter = asyncio.Semaphore(CAP)
-    polls = 0
-    connector = aiohttp.TCPConnector(limit=CAP)
-    async with aiohttp.ClientSession(base + "/", connector=connector) as session:
-
-        async def one(task_id: str) -> bool:
-            async with limiter, session.get(f"api/v1/task/{task_id}") as response:
-                body = await response.json()
-            return bool(body["payload"]["status"] != "running")
-
-        pending = list(ids)
-        while pending:
-            done = await asyncio.gather(*(one(i) for i in pending))
-            polls += len(pending)
-            pending = [i for i, finished in zip(pending, done, strict=True) if not finished]
-            await asyncio.sleep(0.05)
-    return polls
+    return await aiohttp_floor(base, ids, CAP)
 
 
 Contender = Callable[[str, list[str], int], Awaitable[int]]
@@ -110,7 +93,7 @@ async def engine_memory(base: str, ids: list[str]) -> tuple[float, float]:
     async with CloudCoinBackend(base, policy=policy, max_concurrency=CAP) as backend:
         await backend.status(ids[0])  # warm the client and pool: part of the baseline
         gc.collect()
-        rss0 = _rss()
+        rss0 = rss()
         tracemalloc.start()
         first = tracemalloc.get_traced_memory()[0]
         seen: set[str] = set()
@@ -120,15 +103,10 @@ async def engine_memory(base: str, ids: list[str]) -> tuple[float, float]:
         gc.collect()
         traced = tracemalloc.get_traced_memory()[0] - first
         tracemalloc.stop()
-        rss = _rss() - rss0
+        resident = rss() - rss0
         for sub in subs:
             sub.dispose()
-    return traced / len(ids), rss / len(ids)
-
-
-def _rss() -> int:
-    with open(f"/proc/{os.getpid()}/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    return traced / len(ids), resident / len(ids)
 
 
 def main() -> None:
@@ -164,9 +142,9 @@ def main() -> None:
             ids = control.create_tasks(
                 "cloudcoin", args.memory_tasks, [{"status": "running", "progress": 5}]
             )
-            traced, rss = asyncio.run(engine_memory(control.api_url("cloudcoin"), ids))
+            traced, resident = asyncio.run(engine_memory(control.api_url("cloudcoin"), ids))
             print(f"memory per watched task at {args.memory_tasks} tasks: "
-                  f"{traced / 1024:.1f} KiB traced (Python heap), {rss / 1024:.1f} KiB RSS")
+                  f"{traced / 1024:.1f} KiB traced (Python heap), {resident / 1024:.1f} KiB RSS")
     finally:
         proc.terminate()
         proc.wait(timeout=10)

@@ -2,24 +2,42 @@
 
 Plain httpx spends several times more CPU per small request than aiohttp; polling thousands of
 tasks is dominated by that cost, so the engine's default client sends through this transport.
+Whole-body reads skip httpx altogether (``AiohttpTransport.fetch``: a parsed URL in, an
+``HttpReply`` out); streamed reads go through ``handle_async_request``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Mapping
 
 import aiohttp
 import httpx
+import yarl
+from multidict import CIMultiDict
 
 from ._redact import scrub
+from ._reply import HttpReply
 
-__all__ = ["AiohttpTransport", "ResponseTooLarge", "UnsupportedEncoding", "read_capped"]
+__all__ = [
+    "DEFAULT_HEADERS",
+    "AiohttpTransport",
+    "ResponseTooLarge",
+    "UnsupportedEncoding",
+    "read_capped",
+    "with_defaults",
+]
 
 #: The most bytes of a response body the library holds, counted after decoding.
 DEFAULT_MAX_BODY = 16 * 1024 * 1024
 _CHUNK = 64 * 1024
+#: Sent unless a request sets them: only the encodings the size cap can decode are offered.
+DEFAULT_HEADERS: Mapping[str, str] = {
+    "User-Agent": "reactive-tasks",
+    "Accept": "*/*",
+    "Accept-Encoding": "gzip, deflate",
+}
 
 
 class ResponseTooLarge(httpx.DecodingError):
@@ -115,7 +133,9 @@ def _settle(response: httpx.Response, content: bytes) -> None:
     response._content = content
 
 
-def _translated(exc: BaseException, request: httpx.Request) -> BaseException:
+def _translated(
+    exc: BaseException, timeout: float | None, request: httpx.Request | None = None
+) -> BaseException:
     """An aiohttp or socket error as the httpx error it stands for, with a scrubbed message.
 
     aiohttp's exceptions keep the request (URL and headers, credentials included) in their text
@@ -130,7 +150,7 @@ def _translated(exc: BaseException, request: httpx.Request) -> BaseException:
     elif isinstance(exc, aiohttp.ClientConnectorError):
         error = httpx.ConnectError(f"cannot connect: {exc.os_error}", request=request)
     elif isinstance(exc, aiohttp.ServerTimeoutError):
-        error = httpx.ReadTimeout(_timed_out(request), request=request)
+        error = httpx.ReadTimeout(_timed_out(timeout), request=request)
     elif isinstance(exc, aiohttp.ClientResponseError):
         reason = _reason(exc.message)
         error = httpx.RemoteProtocolError(f"bad response: {reason}", request=request)
@@ -138,7 +158,7 @@ def _translated(exc: BaseException, request: httpx.Request) -> BaseException:
         reason = _reason(str(exc))
         error = httpx.RemoteProtocolError(f"bad response body: {reason}", request=request)
     elif isinstance(exc, TimeoutError):  # before OSError: TimeoutError is one since 3.11
-        error = httpx.TimeoutException(_timed_out(request), request=request)
+        error = httpx.TimeoutException(_timed_out(timeout), request=request)
     elif isinstance(exc, aiohttp.ClientError | OSError):
         reason = _reason(str(exc)) or type(exc).__name__
         error = httpx.ReadError(f"network error: {reason}", request=request)
@@ -153,10 +173,15 @@ def _reason(text: str) -> str:
     return scrub(" ".join(lines[:2]))[:200]
 
 
-def _timed_out(request: httpx.Request) -> str:
-    """"request timed out after N s", with the request's own bound when it carries one."""
+def _timed_out(timeout: float | None) -> str:
+    """"request timed out after N s", with the request's own bound when it has one."""
+    return f"request timed out after {timeout:g} s" if timeout is not None else "request timed out"
+
+
+def _bound(request: httpx.Request) -> float | None:
+    """The longest of an httpx request's timeouts, or None."""
     bounds = [t for t in request.extensions.get("timeout", {}).values() if t is not None]
-    return f"request timed out after {max(bounds):g} s" if bounds else "request timed out"
+    return max(bounds) if bounds else None
 
 
 class _StreamBody(httpx.AsyncByteStream):
@@ -175,7 +200,7 @@ class _StreamBody(httpx.AsyncByteStream):
             except StopAsyncIteration:
                 return
             except Exception as exc:
-                failure = _translated(exc, self._request)
+                failure = _translated(exc, _bound(self._request), self._request)
             if failure is not None:
                 raise failure
             yield chunk
@@ -185,10 +210,12 @@ class _StreamBody(httpx.AsyncByteStream):
 
 
 class AiohttpTransport(httpx.AsyncBaseTransport):
-    """Sends httpx requests over one aiohttp session, created lazily on the running loop.
+    """Sends requests over one aiohttp session, created lazily on the running loop.
 
-    Bodies are read whole (up to ``max_body`` bytes) unless the request carries the extension
-    ``{"stream": True}``, in which case the caller reads them as an httpx stream.
+    ``fetch`` is the lean path: a parsed URL and ready headers in, status, headers and the
+    whole decoded body (up to ``max_body`` bytes) out. As an httpx transport it reads bodies
+    the same way unless the request carries the extension ``{"stream": True}``, in which case
+    the caller reads them as an httpx stream.
     """
 
     def __init__(
@@ -218,12 +245,11 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 connector=connector,
                 cookie_jar=aiohttp.DummyCookieJar(),
                 auto_decompress=False,
-                skip_auto_headers=("User-Agent",),
             )
         return self._session
 
-    def _timeout(self, timeouts: dict[str, float | None]) -> aiohttp.ClientTimeout:
-        key = (timeouts.get("connect"), timeouts.get("read"), timeouts.get("pool"))
+    def _timeout(self, key: tuple[float | None, ...]) -> aiohttp.ClientTimeout:
+        """One aiohttp timeout per (connect, read, pool) bounds, made once."""
         timeout = self._timeouts.get(key)
         if timeout is None:
             # One timer per request instead of three: the read bound covers the whole exchange.
@@ -234,20 +260,58 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             self._timeouts[key] = timeout
         return timeout
 
+    async def fetch(
+        self,
+        method: str,
+        url: yarl.URL,
+        headers: CIMultiDict[str],
+        body: bytes | None,
+        timeout: float,
+        max_body: int | None = None,
+    ) -> HttpReply:
+        """One exchange, its body read whole and decoded under the cap; no httpx object made.
+
+        ``headers`` are sent as given (``with_defaults`` makes them); errors come out as the
+        httpx errors they stand for, scrubbed, as from ``handle_async_request``.
+        """
+        failure: BaseException | None = None
+        try:
+            session = self._get_session()
+            response = await session.request(
+                method,
+                url,
+                headers=headers,
+                data=body or None,
+                allow_redirects=False,
+                timeout=self._timeout((timeout, timeout, timeout)),
+                compress=False,
+            )
+            try:
+                limit = self._max_body if max_body is None else min(max_body, self._max_body)
+                content = await _read_capped(response, limit)
+            finally:
+                response.release()
+            return HttpReply(response.status, response.headers, content)
+        except Exception as exc:
+            failure = _translated(exc, timeout)
+        # raised here, outside the handler, so that no link to the aiohttp error remains
+        raise failure
+
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         failure: BaseException | None = None
         try:
             return await self._exchange(request)
         except Exception as exc:
-            failure = _translated(exc, request)
+            failure = _translated(exc, _bound(request), request)
         # raised here, outside the handler, so that no link to the aiohttp error remains
         raise failure
 
     async def _exchange(self, request: httpx.Request) -> httpx.Response:
         session = self._get_session()
-        timeout = self._timeout(request.extensions.get("timeout", {}))
+        bounds = request.extensions.get("timeout", {})
+        timeout = self._timeout((bounds.get("connect"), bounds.get("read"), bounds.get("pool")))
         body = request.content if request.method not in ("GET", "HEAD") else None
-        headers = [(k, v) for k, v in request.headers.multi_items() if k != "host"]
+        headers = with_defaults((k, v) for k, v in request.headers.multi_items() if k != "host")
         response = await session.request(
             request.method,
             str(request.url),
@@ -265,7 +329,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 request=request,
             )
         try:
-            content = await self._read_capped(response, request)
+            content = await _read_capped(response, self._max_body)
         finally:
             response.release()
         result = httpx.Response(
@@ -278,24 +342,6 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         _settle(result, content)
         return result
 
-    async def _read_capped(
-        self, response: aiohttp.ClientResponse, request: httpx.Request
-    ) -> bytes:
-        limit = self._max_body
-        encoding = response.headers.get("content-encoding")
-        length = response.content_length
-        if length is not None and length > limit:
-            raise ResponseTooLarge(f"response body of {length} bytes is too large")
-        if length is not None and not encoding:
-            return await response.read()  # the common case: one read, bounded by the length
-        decoder = _CappedDecoder(encoding, limit)
-        while True:
-            chunk = await response.content.read(_CHUNK)
-            if not chunk:
-                break
-            decoder.feed(chunk)
-        return decoder.finish()
-
     async def aclose(self) -> None:
         self._closed = True
         session, self._session = self._session, None
@@ -303,3 +349,29 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             await session.close()
             # aiohttp closes sockets on the next loop iteration; let it, so none outlive us.
             await asyncio.sleep(0)
+
+
+def with_defaults(headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> CIMultiDict[str]:
+    """``headers`` plus each of ``DEFAULT_HEADERS`` they lack, as the dict aiohttp sends."""
+    merged: CIMultiDict[str] = CIMultiDict(headers)
+    for name, value in DEFAULT_HEADERS.items():
+        if name not in merged:
+            merged[name] = value
+    return merged
+
+
+async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """An aiohttp response's whole body, decoded, refused past ``limit`` bytes."""
+    encoding = response.headers.get("content-encoding")
+    length = response.content_length
+    if length is not None and length > limit:
+        raise ResponseTooLarge(f"response body of {length} bytes is too large")
+    if length is not None and not encoding:
+        return await response.read()  # the common case: one read, bounded by the length
+    decoder = _CappedDecoder(encoding, limit)
+    while True:
+        chunk = await response.content.read(_CHUNK)
+        if not chunk:
+            break
+        decoder.feed(chunk)
+    return decoder.finish()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import httpx
@@ -63,3 +64,16 @@ def test_an_iexec_task_created_with_its_deal_gets_its_on_chain_id(
     with pytest.raises(EmulatorError, match="one by one") as bulk:
         emulator.create_tasks("iexec", 2, deal_id=deal)
     assert bulk.value.status_code == 422
+
+
+def test_bulk_creation_reports_when_each_task_was_created(emulator: EmulatorClient) -> None:
+    before = time.time()
+    steps = [{"status": "running", "seconds": 60}, {"status": "completed"}]
+    created = emulator.create_timed_tasks("cloudcoin", 3, steps)
+    after = time.time()
+    assert len(created) == 3
+    assert all(before <= when <= after for when in created.values())
+    assert list(created.values()) == sorted(created.values())
+    for task_id, when in created.items():  # the API's own `started` is that time, in seconds
+        answer = httpx.get(f"{emulator.api_url('cloudcoin')}/api/v1/task/{task_id}").json()
+        assert answer["payload"]["started"] == int(when)

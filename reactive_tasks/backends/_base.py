@@ -35,6 +35,7 @@ from .._redact import (
     redact_url,
     scrub,
 )
+from .._reply import HttpReply
 from .._runtime import background_loop
 from .._rx import observe_ref
 from .._session import Auth, Session, parse_retry_after
@@ -135,7 +136,7 @@ class Backend(ABC, Generic[SnapshotT]):
         """How ``task_id`` appears in errors and logs (a backend may shorten secret ids)."""
         return task_id
 
-    def refusal_reason(self, response: httpx.Response) -> str | None:
+    def refusal_reason(self, response: HttpReply) -> str | None:
         """The API's own reason for a 401/403 (free of secrets), or None for a generic one."""
         return None
 

@@ -79,6 +79,19 @@ class EmulatorClient:
         ids: list[str] = self._call("POST", f"/{api}/tasks/bulk", body)["ids"]
         return ids
 
+    def create_timed_tasks(
+        self,
+        api: str,
+        count: int,
+        steps: Sequence[Step | Mapping[str, Any]] | None = None,
+        **extra: Any,
+    ) -> dict[str, float]:
+        """Like ``create_tasks``; each id with its creation time (unix seconds), from which
+        a script's ``seconds`` steps are counted: the times its changes happen."""
+        body = {**extra, **self._script(steps), "count": count}
+        answer = self._call("POST", f"/{api}/tasks/bulk", body)
+        return dict(zip(answer["ids"], answer["created"], strict=True))
+
     def task(self, api: str, task_id: str) -> dict[str, Any]:
         """Where a task is in its script (step index, fields), without counting a poll."""
         result: dict[str, Any] = self._call("GET", f"/{api}/tasks/{task_id}")

@@ -105,8 +105,11 @@ def control_routes(registry: Registry) -> list[BaseRoute]:
         if same is not None:
             raise _BadRequest(422, f"these {count} {ctx.name} tasks would all get the id {same} "
                               "(it derives from their fields): create them one by one")
-        ids = [ctx.create(None, script, extra).id for _ in range(count)]
-        return JSONResponse({"ids": ids}, status_code=201)
+        tasks = [ctx.create(None, script, extra) for _ in range(count)]
+        # Creation times (unix): a time-based script's steps start from them.
+        return JSONResponse(
+            {"ids": [t.id for t in tasks], "created": [t.created for t in tasks]}, status_code=201
+        )
 
     async def show_task(request: Request) -> Response:
         ctx = context(request)

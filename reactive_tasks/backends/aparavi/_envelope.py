@@ -11,11 +11,11 @@ import json
 import re
 from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
-import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ..._errors import AuthenticationError, TaskNotFound, TransientFault
 from ..._redact import shorten
+from ..._reply import HttpReply
 
 if TYPE_CHECKING:
     from ._source import AparaviSource
@@ -57,7 +57,7 @@ class _ValidationDetail(BaseModel):
     detail: list[dict[str, Any]]
 
 
-def answer_data(backend: AparaviSource, response: httpx.Response, token: str | None) -> Any:
+def answer_data(backend: AparaviSource, response: HttpReply, token: str | None) -> Any:
     """The ``data`` of an OK answer; anything else raises the matching typed error."""
     code = response.status_code
     documented = _documented(response.content)
@@ -81,7 +81,7 @@ def answer_data(backend: AparaviSource, response: httpx.Response, token: str | N
     _raise(backend, code, error, token)
 
 
-def refusal_text(backend: AparaviSource, response: httpx.Response) -> str | None:
+def refusal_text(backend: AparaviSource, response: HttpReply) -> str | None:
     """The server's own reason for a 401/403, scrubbed, or None."""
     documented = _documented(response.content)
     if documented is not None:

@@ -12,7 +12,6 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import httpx
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 from reactivex import Observable
@@ -21,6 +20,7 @@ from ..._errors import ConfigurationError, InvalidTaskId
 from ..._models import TaskEvent, TaskState
 from ..._policy import PollPolicy
 from ..._redact import shorten
+from ..._reply import HttpReply
 from .._base import Backend, Reading, TaskRef
 from ._envelope import ANY_UUID, answer_data, refusal_text, scrub
 
@@ -199,7 +199,7 @@ class AparaviSource(Backend[AparaviStatus]):
         """A new event when state, native status, progress or message change (no timestamps)."""
         return reading
 
-    def refusal_reason(self, response: httpx.Response) -> str | None:
+    def refusal_reason(self, response: HttpReply) -> str | None:
         return refusal_text(self, response)
 
 def _progress(snapshot: AparaviStatus) -> float | None:

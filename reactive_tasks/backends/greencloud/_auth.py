@@ -8,10 +8,10 @@ from collections.abc import Mapping
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
-import httpx
 from pydantic import BaseModel, SecretStr
 
 from ..._errors import AuthenticationError, ConfigurationError
+from ..._reply import HttpReply
 
 if TYPE_CHECKING:
     from .._base import Backend
@@ -112,7 +112,7 @@ class BearerAuth:
         self._store(response)
         return True
 
-    def _store(self, response: httpx.Response) -> None:
+    def _store(self, response: HttpReply) -> None:
         backend = self._backend
         if response.status_code not in (200, 201):
             raise backend.protocol_error(f"unexpected HTTP {response.status_code}")

@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple, cast
 
-import httpx
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from ..._errors import (
@@ -27,6 +26,7 @@ from ..._errors import (
 )
 from ..._models import TaskState
 from ..._policy import PollPolicy
+from ..._reply import HttpReply
 from ..._types import Answer, snapshot_of
 from .._answers import each_entry, paced, slim_allowed, slim_reader, validation_detail
 from .._base import Backend, Reading, TaskRef
@@ -268,7 +268,7 @@ class GreenCloudSource(Backend[GreenCloudTask]):
             state, message = TaskState.PENDING, None
         return Reading(state, str(code), float(snapshot.progress), message)
 
-    def unexpected(self, response: httpx.Response, task_id: str | None = None) -> ProtocolError:
+    def unexpected(self, response: HttpReply, task_id: str | None = None) -> ProtocolError:
         """The error for an HTTP status the API does not document for the call."""
         return self.protocol_error(f"unexpected HTTP {response.status_code}", task_id)
 

@@ -11,6 +11,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict
 
 from ..._errors import ArtifactError, ArtifactNotFound, BackendUnavailable, InvalidArtifactName
+from ..._reply import HttpReply
 from ._listing import Page, pages
 from ._source import TaskclusterSource, _ErrorBody
 
@@ -58,15 +59,18 @@ async def fetch_artifact(
     """
     tid = backend.validate_task_id(task_id)
     url = f"{backend._queue}/task/{tid}{_run_path(run_id)}/artifacts/{_artifact_path(name)}"
-    response = await backend.session().request(
-        "GET", url, task_id=tid, stream=dest is not None, follow_redirects=True
-    )
+    session = backend.session()
+    if dest is None:
+        reply = await session.request("GET", url, task_id=tid, follow_redirects=True)
+        if reply.status_code != 200:
+            _artifact_failure(backend, reply, tid, name)
+        return reply.content
+    response = await session.request("GET", url, task_id=tid, stream=True, follow_redirects=True)
     if response.status_code != 200:
         await response.aread()
         await response.aclose()
-        _artifact_failure(backend, response, tid, name)
-    if dest is None:
-        return response.content
+        whole = HttpReply(response.status_code, response.headers, response.content)
+        _artifact_failure(backend, whole, tid, name)
     target = Path(dest)
     try:
         with target.open("wb") as out:
@@ -84,7 +88,7 @@ async def fetch_artifact(
 
 
 def _artifact_failure(
-    backend: TaskclusterSource, response: httpx.Response, task_id: str, name: str
+    backend: TaskclusterSource, response: HttpReply, task_id: str, name: str
 ) -> None:
     code = response.status_code
     text = backend._explain(response)

@@ -16,12 +16,12 @@ from collections.abc import AsyncIterator, Hashable, Sequence
 from datetime import datetime
 from typing import Any, Literal, get_args
 
-import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..._errors import AuthenticationError, InvalidTaskId, ProtocolError, TaskNotFound
 from ..._models import TaskState
 from ..._policy import PollPolicy
+from ..._reply import HttpReply
 from ..._types import Answer
 from .._answers import each_entry, next_page, paced, slim_reader
 from .._base import Backend, Reading, TaskRef
@@ -338,14 +338,14 @@ class TaskclusterSource(Backend[TaskclusterStatus]):
     # -- the queue's error answers -----------------------------------------------------------
 
     @staticmethod
-    def _api_shaped(response: httpx.Response) -> bool:
+    def _api_shaped(response: HttpReply) -> bool:
         """True for the queue's own error body (``{"code": "ResourceNotFound", ...}``)."""
         try:
             return bool(_ErrorBody.model_validate_json(response.content).code)
         except ValueError:
             return False
 
-    def _explain(self, response: httpx.Response) -> str:
+    def _explain(self, response: HttpReply) -> str:
         """``HTTP 404 ResourceNotFound: <first line of the message>`` from an error answer."""
         text = f"HTTP {response.status_code}"
         try:
