@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from os import PathLike
 from pathlib import Path
-from typing import overload
+from typing import TYPE_CHECKING, Any, overload
 
 from reactivex import Observable
 
-from ..._errors import ArtifactError, ArtifactNotFound, InvalidArtifactName
+from ..._errors import ArtifactError, ArtifactNotFound, ConfigurationError, InvalidArtifactName
 from ..._models import TaskEvent
 from ..._policy import PollPolicy
+from ..._types import Feed
 from . import _artifacts, _groups
 from ._artifacts import TaskclusterArtifact
 from ._auth import HawkAuth as HawkAuth
@@ -26,6 +27,9 @@ from ._source import SLUGID_PATTERN as SLUGID_PATTERN
 from ._source import RunState as RunState
 from ._source import TaskclusterRun, TaskclusterSource, TaskclusterStatus
 from ._source import TaskStateName as TaskStateName
+
+if TYPE_CHECKING:
+    from ._pulse import PulseConfig
 
 __all__ = [
     "ArtifactError",
@@ -46,7 +50,49 @@ class TaskclusterBackend(TaskclusterSource):
     ``credentials`` (``{"clientId", "accessToken"[, "certificate"]}`` as in the official client)
     sign every queue request with Hawk (``backend.auth``); ``batch=False`` reads each task with
     its own request instead of the batch status endpoint.
+
+    ``pulse_url`` (``amqps://user:password@pulse.example.org:5671/``) adds a push feed: task
+    messages from the deployment's Pulse broker reach subscribers at once, and each watched task
+    is then polled only every ``PollPolicy.reconcile_interval`` (at ``interval`` again while the
+    broker is unreachable). Its queue is named under ``queue/<pulse_namespace>/``, by default
+    the URL's user name, as Pulse requires. Needs ``aio-pika`` (the ``taskcluster`` extra).
     """
+
+    def __init__(
+        self,
+        root_url: str,
+        *,
+        credentials: Any = None,
+        pulse_url: str | None = None,
+        pulse_namespace: str | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__(root_url, credentials=credentials, **options)
+        self._pulse: PulseConfig | None = None
+        if pulse_url is not None:
+            try:
+                from ._pulse import pulse_config
+            except ImportError:
+                raise ConfigurationError(
+                    "pulse_url needs aio-pika: pip install 'reactive-tasks[taskcluster]'"
+                ) from None
+            self._pulse = pulse_config(pulse_url, pulse_namespace, self.secrets)
+        elif pulse_namespace is not None:
+            raise ConfigurationError("pulse_namespace is given without a pulse_url")
+
+    def __repr__(self) -> str:
+        text = super().__repr__()
+        if self._pulse is None:
+            return text
+        return f"{text[:-1]}, pulse_url={self._pulse.shown!r})"
+
+    def open_feed(self) -> Feed | None:
+        """The Pulse feed of one hub (this backend on one loop), when ``pulse_url`` is set."""
+        if self._pulse is None:
+            return None
+        from ._pulse import PulseFeed
+
+        return PulseFeed(self, self._pulse)
 
     async def list_task_group(self, task_group_id: str) -> list[TaskclusterGroupMember]:
         """Every task of a group with its definition and status (all pages)."""
