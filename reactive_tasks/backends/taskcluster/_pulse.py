@@ -20,13 +20,13 @@ import logging
 import random
 import re
 import uuid
-from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 import aio_pika
+import aiormq.abc
 import aiormq.exceptions
-from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
+from aio_pika.abc import AbstractIncomingMessage
 
 from ..._errors import BackendError, ConfigurationError
 from ..._redact import Secrets, install_log_filters, redact_url, scrub
@@ -142,15 +142,16 @@ class PulseFeed:
         self._queue_name = f"queue/{config.namespace}/reactive-tasks/{uuid.uuid4().hex}"
         self._wanted: dict[str, set[TaskRef]] = {}  # task id -> refs watched with that id
         self._changed = asyncio.Event()
-        self._bound: set[tuple[str, str]] = set()
+        self._bound: set[str] = set()  # task ids bound on the current connection
         self._live = False
+        self._sink: FeedSink | None = None
 
     def __repr__(self) -> str:
         return f"PulseFeed({self._config.shown!r}, queue={self._queue_name!r})"
 
     @property
     def queue_name(self) -> str:
-        """The name of this feed's queue on the broker."""
+        """The name of this feed's queue on the broker (new on each connection)."""
         return self._queue_name
 
     # -- what the hub calls --------------------------------------------------------------
@@ -169,6 +170,7 @@ class PulseFeed:
 
     async def run(self, sink: FeedSink) -> None:
         """Connect, bind, stay live; reconnect with backoff whenever the connection is lost."""
+        self._sink = sink
         failures = 0
         while True:
             try:
@@ -191,28 +193,37 @@ class PulseFeed:
     # -- one connection ------------------------------------------------------------------
 
     async def _session(self, sink: FeedSink) -> None:
+        # A fresh name per connection: the broker may still hold the last one's queue.
+        self._queue_name = f"queue/{self._config.namespace}/reactive-tasks/{uuid.uuid4().hex}"
         connection = await self._connect()
+        lost: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+        def on_close(*_: object) -> None:
+            if not lost.done():
+                lost.set_result(None)
+
+        connection.close_callbacks.add(on_close)
         try:
             channel = await connection.channel()
+            channel.close_callbacks.add(on_close)  # a refused binding closes the channel
             queue = await channel.declare_queue(
                 self._queue_name, exclusive=True, auto_delete=True
             )
-            await queue.consume(lambda message: self._on_message(sink, message), no_ack=True)
-            closed = asyncio.ensure_future(connection.closed())
-            try:
-                while not closed.done():
-                    self._changed.clear()
-                    added = await self._sync(queue)
-                    if added and self._live:
-                        # Tasks bound only now: a change between their first poll and their
-                        # binding would be missed; a down-up makes the hub read them again.
-                        self._set_live(sink, False)
-                    self._set_live(sink, True)
-                    changed = asyncio.ensure_future(self._changed.wait())
-                    await asyncio.wait({closed, changed}, return_when=asyncio.FIRST_COMPLETED)
-                    changed.cancel()
-            finally:
-                closed.cancel()
+            await queue.consume(self._on_message, no_ack=True)
+            raw = await channel.get_underlay_channel()
+            while not lost.done():
+                self._changed.clear()
+                added = await self._bind_missing(raw)
+                if added and self._live:
+                    # Tasks bound only now: a change between their first poll and their
+                    # binding would be missed; a down-up makes the hub read them all again.
+                    self._set_live(sink, False)
+                self._set_live(sink, True)
+                if await self._unbind_some(raw):
+                    continue  # more to unbind: bind any new watch first
+                changed: asyncio.Future[Any] = asyncio.ensure_future(self._changed.wait())
+                await asyncio.wait((lost, changed), return_when=asyncio.FIRST_COMPLETED)
+                changed.cancel()
         finally:
             # closing a broken connection may fail; nothing is left to do then
             with contextlib.suppress(Exception):
@@ -233,30 +244,36 @@ class PulseFeed:
         except Exception as exc:
             raise BackendError(reason(exc), backend=self._source.name) from None
 
-    async def _sync(self, queue: AbstractQueue) -> bool:
-        """Bind what is watched and not bound, unbind what is bound and no longer watched;
-        True when something was bound. Repeats until nothing changed meanwhile."""
-        added = False
-        while True:
-            wanted = {pair for task_id in self._wanted for pair in task_bindings(TaskRef(task_id))}
-            extra = self._bound - wanted
-            missing = wanted - self._bound
-            if not extra and not missing:
-                return added
-            for exchange, key in sorted(extra):
-                await queue.unbind(exchange, key)
-                self._bound.discard((exchange, key))
-            await self._bind_all(queue, sorted(missing))
-            added = added or bool(missing)
+    async def _bind_missing(self, raw: aiormq.abc.AbstractChannel) -> bool:
+        """Bind every watched task not bound yet; True when there were any.
 
-    async def _bind_all(self, queue: AbstractQueue, pairs: Iterable[tuple[str, str]]) -> None:
-        for exchange, key in pairs:
-            await queue.bind(exchange, key)
-            self._bound.add((exchange, key))
+        Bindings are sent without waiting for each answer; the broker handles a channel's
+        commands in order, so the answer to the last one (sent waiting) confirms them all.
+        """
+        missing = [task_id for task_id in self._wanted if task_id not in self._bound]
+        if not missing:
+            return False
+        pairs = [pair for task_id in missing for pair in task_bindings(TaskRef(task_id))]
+        for exchange, key in pairs[:-1]:
+            await raw.queue_bind(self._queue_name, exchange, key, nowait=True)
+        exchange, key = pairs[-1]
+        await raw.queue_bind(self._queue_name, exchange, key)  # a lost connection ends it
+        self._bound.update(missing)
+        return True
+
+    async def _unbind_some(self, raw: aiormq.abc.AbstractChannel, most: int = 50) -> bool:
+        """Unbind up to ``most`` tasks no longer watched (each unbinding waits for its answer:
+        AMQP has no unanswered form); True when more are left."""
+        extra = [task_id for task_id in self._bound if task_id not in self._wanted]
+        for task_id in extra[:most]:
+            for exchange, key in task_bindings(TaskRef(task_id)):
+                await raw.queue_unbind(self._queue_name, exchange, key)
+            self._bound.discard(task_id)
+        return len(extra) > most
 
     # -- messages ------------------------------------------------------------------------
 
-    async def _on_message(self, sink: FeedSink, message: AbstractIncomingMessage) -> None:
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
         """Hand a task message's status to the hub; a malformed one is logged and dropped."""
         try:
             if len(message.body) > MAX_MESSAGE:
@@ -268,8 +285,10 @@ class PulseFeed:
                 self._source.name, message.exchange, scrub(exc.message),
             )
             return
-        for ref in list(self._wanted.get(status.taskId, ())):
-            sink.feed_snapshot(ref, status)
+        sink = self._sink
+        if sink is not None:
+            for ref in list(self._wanted.get(status.taskId, ())):
+                sink.feed_snapshot(ref, status)
 
     def _set_live(self, sink: FeedSink, live: bool) -> None:
         if live != self._live:
