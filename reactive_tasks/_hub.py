@@ -21,11 +21,12 @@ from collections import deque
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from reactivex import abc
 
 from ._errors import BackendError, ObservationTimeout, TransientFault
+from ._feeds import FeedLink
 from ._models import TaskEvent
 from ._policy import PollPolicy
 from ._retry import call_with_retries, is_timeout, protocol_error, retry_delay, verdict
@@ -42,8 +43,12 @@ _TICK_SLACK = 0.002  # polls due within this many seconds of a tick join its bat
 _STALL = 0.01  # a callback holding the loop longer than this is remembered as a stall
 
 
+Via = Literal["poll", "push"]
+
+
 def _make_event(
-    source: Source, ref: TaskRef, snapshot: Any, reading: Reading, sequence: int
+    source: Source, ref: TaskRef, snapshot: Any, reading: Reading, sequence: int,
+    via: Via = "poll",
 ) -> TaskEvent[Any]:
     return TaskEvent[Any](
         backend=source.name,
@@ -56,6 +61,7 @@ def _make_event(
         observed_at=datetime.now(UTC),
         sequence=sequence,
         snapshot=snapshot,
+        via=via,
     )
 
 
@@ -68,6 +74,19 @@ def _read(source: Source, ref: TaskRef, snapshot: Any) -> tuple[Reading, Hashabl
         raise
     except Exception as exc:
         raise protocol_error(source, ref, exc, "interpret") from exc
+
+
+def _order(source: Source, ref: TaskRef, snapshot: Any, reading: Reading) -> Any:
+    """The source's order key of an answer (None when it defines no order)."""
+    order_key = getattr(source, "order_key", None)  # plain sources give no order
+    if order_key is None:
+        return None
+    try:
+        return order_key(snapshot, reading)
+    except BackendError:
+        raise
+    except Exception as exc:
+        raise protocol_error(source, ref, exc, "order_key") from exc
 
 
 async def fetch_once(source: Source, ref: TaskRef, policy: PollPolicy) -> TaskEvent[S]:
@@ -105,6 +124,7 @@ class _Watch:
     policy: PollPolicy = field(default_factory=PollPolicy)
     last_event: TaskEvent[Any] | None = None
     last_key: Hashable = None
+    last_order: Any = None  # the source's order key of the last accepted answer
     sequence: int = 0
     failures: int = 0
     next_due: float = 0.0
@@ -113,10 +133,12 @@ class _Watch:
     deadline: float = 0.0  # when the current poll's request times out, at the earliest
     closed: bool = False
     batch: asyncio.Task[None] | None = None
+    recheck: bool = False  # a feed came up while this poll was in flight: poll again at once
 
 
 class PollHub(Generic[S]):
-    """Polls every task watched through one backend on one event loop.
+    """Polls every task watched through one backend on one event loop, beside the source's push
+    feed when it has one (the hub is that feed's ``FeedSink``).
 
     Must be used from its loop's thread only; ``observe_ref`` hops there as needed.
     """
@@ -134,6 +156,8 @@ class PollHub(Generic[S]):
         self._phase = random.random()
         # (start, end) of the latest callbacks that held the loop for a while
         self._stalls: deque[tuple[float, float]] = deque(maxlen=16)
+        self._feed = FeedLink(source, loop, self)
+        self._live = False  # the feed is connected with every watched task bound
 
     @property
     def watched(self) -> int:
@@ -154,12 +178,13 @@ class PollHub(Generic[S]):
             self._watches[ref] = watch
             watch.subs.append(sub)
             self._push(watch)
+            self._feed.watch(ref)
         else:
             watch.subs.append(sub)
             before = watch.policy.interval
             watch.policy = _shared_policy(watch.subs)
             if watch.policy.interval < before and not watch.in_flight and watch.failures == 0:
-                sooner = self._aligned(now, watch.policy)
+                sooner = self._aligned(now, watch.policy, self._period(watch.policy))
                 if sooner < watch.next_due:
                     watch.next_due = sooner
                     self._push(watch)
@@ -201,6 +226,8 @@ class PollHub(Generic[S]):
         for task in batches:
             task.cancel()
         await asyncio.gather(*batches, return_exceptions=True)
+        await self._feed.aclose()
+        self._live = False
 
     def _time_out(self, sub: _Subscription) -> None:
         watch = sub.watch
@@ -220,18 +247,67 @@ class PollHub(Generic[S]):
     def _drop(self, watch: _Watch) -> None:
         watch.closed = True
         watch.subs.clear()
-        self._watches.pop(watch.ref, None)
+        if self._watches.pop(watch.ref, None) is watch:
+            self._feed.unwatch(watch.ref)
         if watch.batch is not None:
             self._leave_batch(watch, cancel_empty=True)
         if not self._watches:
             self._heap.clear()
             self._disarm()
 
+    # -- the push feed (this hub is its FeedSink) -----------------------------------------
+
+    def feed_live(self, live: bool) -> None:
+        """The feed came up (one immediate reconciliation round, then polls only every
+        ``reconcile_interval``) or went down (polls back at ``interval``)."""
+        if live == self._live:
+            return
+        self._live = live
+        now = self._loop.time()
+        for watch in list(self._watches.values()):
+            if watch.in_flight:
+                # Its answer may have left the server before the feed was bound: poll again.
+                watch.recheck = live
+                continue
+            if watch.failures:
+                continue  # backing off after a fault: its retry comes first
+            due = now if live else self._aligned(now, watch.policy)
+            if due < watch.next_due:
+                watch.next_due = due
+                self._push(watch)
+
+    def feed_snapshot(self, ref: TaskRef, snapshot: Any) -> None:
+        """A pushed answer: read exactly like a poll's, without touching the watch's polls."""
+        watch = self._watches.get(ref)
+        if watch is not None and not watch.closed:
+            self._accept(watch, snapshot, "push")
+
     # -- scheduling ----------------------------------------------------------------------
 
-    def _aligned(self, now: float, policy: PollPolicy) -> float:
-        """The next tick of ``policy``'s grid, so that tasks on one interval batch together."""
-        interval = policy.interval
+    def _period(self, policy: PollPolicy) -> float:
+        """How far apart polls of a task are: ``interval``, or while the feed is live
+        ``reconcile_interval`` (never more often than ``interval``)."""
+        if self._live:
+            return max(policy.interval, policy.reconcile_interval)
+        return policy.interval
+
+    def _next_due(self, watch: _Watch, now: float) -> float:
+        """When ``watch`` polls next after a successful answer."""
+        if watch.recheck:
+            watch.recheck = False
+            return now
+        # From the tick the poll belonged to, not from when its answer was read: answers of
+        # one round settle over some milliseconds and must not straddle a grid line, or the
+        # round splits into several batches next time. A round slower than its period waits
+        # from now instead.
+        period = self._period(watch.policy)
+        due = self._aligned(watch.polled_at, watch.policy, period)
+        return due if due > now else self._aligned(now, watch.policy, period)
+
+    def _aligned(self, now: float, policy: PollPolicy, period: float | None = None) -> float:
+        """The next tick of ``policy``'s grid (of ``period``, default its interval), so that
+        tasks on one interval batch together."""
+        interval = policy.interval if period is None else period
         origin = self._epoch + self._phase * policy.jitter * interval
         due = origin + (math.floor((now - origin) / interval) + 1) * interval
         if due - now < interval / 2:
@@ -329,7 +405,6 @@ class PollHub(Generic[S]):
         if watch.closed:
             return
         now = self._loop.time()
-        policy = watch.policy
         if isinstance(outcome, BaseException):
             if self._stalled_out(watch, outcome):
                 # The request's time ran out while a callback held the loop, not at the server:
@@ -352,17 +427,31 @@ class PollHub(Generic[S]):
             self._push(watch)
             return
         watch.failures = 0
+        if self._accept(watch, outcome, "poll"):
+            watch.next_due = self._next_due(watch, now)
+            self._push(watch)
+
+    def _accept(self, watch: _Watch, snapshot: Any, via: Via) -> bool:
+        """Read an answer (polled or pushed) and deliver an event when its change key moved;
+        an answer older than the last accepted one (by the source's order key) is dropped.
+        False when the watch ended with it (terminal state, unreadable answer)."""
         try:
-            reading, key = _read(self._source, watch.ref, outcome)
+            reading, key = _read(self._source, watch.ref, snapshot)
+            order = _order(self._source, watch.ref, snapshot, reading)
+            if order is not None and watch.last_order is not None and order < watch.last_order:
+                return True  # stale: it left the server before an answer already seen
             if watch.last_event is None or key != watch.last_key:
-                event = _make_event(self._source, watch.ref, outcome, reading, watch.sequence)
+                event = _make_event(
+                    self._source, watch.ref, snapshot, reading, watch.sequence, via
+                )
             else:
                 event = None
         except Exception as exc:
             if not isinstance(exc, BackendError):
                 exc = protocol_error(self._source, watch.ref, exc)
             self._fail(watch, exc)
-            return
+            return False
+        watch.last_order = order
         if event is not None:
             watch.sequence += 1
             watch.last_key = key
@@ -370,18 +459,11 @@ class PollHub(Generic[S]):
             for sub in list(watch.subs):
                 self._deliver(sub, event)
             if watch.closed:  # its last subscriber's callback broke
-                return
+                return False
         if reading.state.terminal:
             self._complete(watch)
-            return
-        if not watch.closed:
-            # From the tick the poll belonged to, not from when its answer was read: answers of
-            # one round settle over some milliseconds and must not straddle a grid line, or the
-            # round splits into several batches next time. A round slower than its interval
-            # waits from now instead.
-            due = self._aligned(watch.polled_at, policy)
-            watch.next_due = due if due > now else self._aligned(now, policy)
-            self._push(watch)
+            return False
+        return not watch.closed
 
     def _stalled_out(self, watch: _Watch, outcome: BaseException) -> bool:
         """True when a poll timed out while a callback held the loop: its timer ran out behind

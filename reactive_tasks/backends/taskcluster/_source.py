@@ -39,6 +39,8 @@ _STATES = {
     "completed": TaskState.COMPLETED,
     "failed": TaskState.FAILED,
 }
+#: How far a run has come: a later state of the same run outranks an earlier one.
+_RUN_RANK = {"pending": 1, "running": 2, "completed": 3, "failed": 3, "exception": 3}
 
 
 class TaskclusterRun(BaseModel):
@@ -286,6 +288,12 @@ class TaskclusterSource(Backend[TaskclusterStatus]):
             for r in snapshot.runs
         )
         return reading, runs
+
+    def order_key(self, snapshot: TaskclusterStatus, reading: Reading) -> tuple[int, ...]:
+        """(number of runs, the latest run's rank): a retry run reading ``pending`` is newer
+        than the run before it reading ``running``; a task with no run yet is (0, 0)."""
+        run = snapshot.latest_run
+        return (0, 0) if run is None else (len(snapshot.runs), _RUN_RANK[run.state])
 
     # -- the queue's error answers -----------------------------------------------------------
 
