@@ -6,12 +6,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aio_pika
 import pytest
+from rabbitmq_server import RabbitMQServer
 
 from reactive_tasks import ConfigurationError
 from reactive_tasks._types import TaskRef
@@ -26,11 +26,8 @@ ROOT = "http://127.0.0.1:9"  # never asked: the feed reads only the broker
 
 
 @pytest.fixture
-def amqp_url() -> Iterator[str]:
-    url = os.environ.get("H12C_AMQP_URL")
-    if not url:
-        pytest.skip("no broker")
-    yield url
+def amqp_url(rabbitmq: RabbitMQServer) -> str:
+    return rabbitmq.url
 
 
 class RecordingSink:
@@ -180,12 +177,23 @@ async def test_malformed_messages_are_logged_and_dropped(
     assert len(dropped) == 3
 
 
-async def test_bindings_follow_watches(amqp_url: str, publisher: Publisher) -> None:
+async def test_bindings_follow_watches(
+    rabbitmq: RabbitMQServer, amqp_url: str, publisher: Publisher
+) -> None:
     feed = make_feed(amqp_url, pulse_namespace="tester")
     feed.watch(TaskRef(TASK))
     run = Running(feed)
+
+    def bound() -> set[tuple[str, str]]:
+        rows = rabbitmq.bindings(feed.queue_name)
+        return {(r["exchange"].rsplit("/", 1)[1], r["routing_key"]) for r in rows}
+
     try:
         await run.sink.until(lambda: run.sink.lives == [True])
+        assert feed.queue_name.startswith("queue/tester/")
+        names = {"task-defined", "task-pending", "task-running", "task-completed",
+                 "task-failed", "task-exception"}
+        assert bound() == {(name, f"primary.{TASK}.#") for name in names}
         feed.watch(TaskRef(OTHER))
         feed.unwatch(TaskRef(TASK))
         # binding a task while live makes the feed go down and up: the hub then reads again
@@ -196,8 +204,17 @@ async def test_bindings_follow_watches(amqp_url: str, publisher: Publisher) -> N
         await run.sink.until(lambda: len(run.sink.snapshots) >= 1)
         await asyncio.sleep(0.2)
         assert [ref for ref, _ in run.sink.snapshots] == [TaskRef(OTHER)]
+        assert bound() == {(name, f"primary.{OTHER}.#") for name in names}
+        feed.unwatch(TaskRef(OTHER))
+        for _ in range(100):
+            if not bound():
+                break
+            await asyncio.sleep(0.05)
+        assert bound() == set()
+        assert run.sink.lives[-1] is True  # unbinding never takes the feed down
     finally:
         await run.stop()
+    assert feed.queue_name not in rabbitmq.queues()  # exclusive: gone with its connection
 
 
 def test_pulse_settings_are_checked_without_showing_the_password() -> None:
