@@ -167,6 +167,9 @@ async def test_malformed_messages_are_logged_and_dropped(
         await publisher.task(TASK, "running", body=b"not json at all")
         await publisher.task(TASK, "running", body=b'{"version": 1, "status": {"taskId": 5}}')
         await publisher.task(TASK, "running", body=b"[" * (2 << 20))
+        inconsistent = status(TASK, "running")
+        inconsistent["state"] = "completed"  # its latest run says running: unreadable
+        await publisher.task(TASK, "running", body=json.dumps({"status": inconsistent}).encode())
         await publisher.task(TASK, "completed", exchange="task-completed")
         await run.sink.until(lambda: len(run.sink.snapshots) == 1)
         assert run.sink.snapshots[0][1].state == "completed"
@@ -174,7 +177,7 @@ async def test_malformed_messages_are_logged_and_dropped(
     finally:
         await run.stop()
     dropped = [r for r in caplog.records if "dropped a Pulse message" in r.getMessage()]
-    assert len(dropped) == 3
+    assert len(dropped) == 4
 
 
 async def test_bindings_follow_watches(

@@ -279,6 +279,9 @@ class PulseFeed:
             if len(message.body) > MAX_MESSAGE:
                 raise self._source.protocol_error(f"a message of {len(message.body)} bytes")
             status = self._source.read_pushed(message.body)
+            refs = list(self._wanted.get(status.taskId, ()))
+            for ref in refs:  # one the source cannot read would end the watch: drop it here
+                self._source.interpret(status, ref)
         except BackendError as exc:
             logger.warning(
                 "%s: dropped a Pulse message from %s: %s",
@@ -287,7 +290,7 @@ class PulseFeed:
             return
         sink = self._sink
         if sink is not None:
-            for ref in list(self._wanted.get(status.taskId, ())):
+            for ref in refs:
                 sink.feed_snapshot(ref, status)
 
     def _set_live(self, sink: FeedSink, live: bool) -> None:
