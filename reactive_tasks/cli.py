@@ -334,7 +334,8 @@ def _cmd_relay(args: argparse.Namespace) -> int:
 def _cmd_emulate(args: argparse.Namespace) -> int:
     from .emulator.__main__ import main as serve
 
-    return serve(["--host", args.host, "--port", str(args.port)])
+    pulse = ["--pulse", args.pulse] if args.pulse else []
+    return serve(["--host", args.host, "--port", str(args.port), *pulse])
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -406,6 +407,10 @@ def _parser() -> argparse.ArgumentParser:
     emulate = sub.add_parser("emulate", help="serve the emulators of all five APIs")
     emulate.add_argument("--host", default="127.0.0.1")
     emulate.add_argument("--port", type=int, default=DEFAULT_EMULATOR_PORT)
+    emulate.add_argument(
+        "--pulse", metavar="AMQP_URL",
+        help="publish Taskcluster's Pulse messages to this broker (amqp://user:pass@host:port/)",
+    )
     emulate.set_defaults(run=_cmd_emulate)
     return parser
 

@@ -1,4 +1,4 @@
-"""`python -m reactive_tasks.emulator [--port N]`: run the emulator in the foreground."""
+"""`python -m reactive_tasks.emulator [--port N] [--pulse URL]`: serve in the foreground."""
 
 from __future__ import annotations
 
@@ -7,12 +7,14 @@ import socket
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
+from urllib.parse import urlsplit
 
 import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import Mount, Route
 from uvicorn.config import LOGGING_CONFIG
 
+from .._redact import redact_url
 from ._app import create_app
 from ._server import bind_socket, make_config, url_for
 
@@ -73,23 +75,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port (default)")
     parser.add_argument("--log-level", default="warning")
+    parser.add_argument(
+        "--pulse", metavar="AMQP_URL",
+        help="publish Taskcluster's Pulse messages to this broker (amqp://user:pass@host:port/)",
+    )
     args = parser.parse_args(argv)
     if not 0 <= args.port <= 65535:
         return _refuse(f"invalid port {args.port}: use 0 to 65535 (0 picks a free port)")
+    if args.pulse is not None and urlsplit(args.pulse).scheme not in ("amqp", "amqps"):
+        return _refuse(f"invalid --pulse {redact_url(args.pulse)}: use amqp:// or amqps://")
     try:
         sock = bind_socket(args.host, args.port)
     except OSError as exc:
         reason = exc.strerror or str(exc)
         return _refuse(f"cannot listen on {args.host}:{args.port}: {reason}")
+    app = None
     try:
-        app = create_app()
+        app = create_app(pulse_url=args.pulse)
         url = url_for(sock)
         config = make_config(app, log_level=args.log_level, log_config=LOGGING_CONFIG)
-        _AnnouncingServer(config, url, describe(app, url)).run(sockets=[sock])
+        banner = describe(app, url)
+        if args.pulse is not None:
+            banner.append(f"Pulse: Taskcluster messages published to {redact_url(args.pulse)}")
+        _AnnouncingServer(config, url, banner).run(sockets=[sock])
     except KeyboardInterrupt:
         return 130
     finally:
         sock.close()
+        pulse = app.state.emulator.pulse if app is not None else None
+        if pulse is not None:
+            pulse.close()
     return 0
 
 

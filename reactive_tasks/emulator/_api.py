@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -17,6 +17,9 @@ from starlette.routing import BaseRoute, Route
 from ._faults import Fault, FaultQueue, fault_response
 from ._requests import RequestCounter
 from ._state import CompiledStep, ScriptedTask, Step, TaskStore, compile_steps
+
+if TYPE_CHECKING:
+    from ._taskcluster_pulse import TaskclusterPulse
 
 __all__ = ["ApiContext", "EmulatedApi", "Handler", "Registry", "check_choice"]
 
@@ -165,6 +168,8 @@ class Registry:
         self.faults = FaultQueue()
         self.counter = RequestCounter()
         self.contexts: dict[str, ApiContext] = {}
+        #: Set when the app publishes Taskcluster's Pulse messages (`create_app(pulse_url=...)`).
+        self.pulse: TaskclusterPulse | None = None
         for api in apis:
             if api.name in self.contexts:
                 raise ValueError(f"API {api.name!r} registered twice")
@@ -176,3 +181,5 @@ class Registry:
             ctx.tasks.clear()
         self.faults.clear()
         self.counter.clear()
+        if self.pulse is not None:
+            self.pulse.reset()

@@ -107,6 +107,45 @@ class EmulatorClient:
         """Zero the request counts."""
         self._call("DELETE", "/requests")
 
+    def pulse(self) -> dict[str, Any]:
+        """The Pulse publisher: broker (no credentials), connected, counts, pending controls."""
+        result: dict[str, Any] = self._call("GET", "/pulse")
+        return result
+
+    def _pulse_control(
+        self, action: str, count: int, exchange: str | None, task_id: str | None
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"count": count}
+        if exchange is not None:
+            body["exchange"] = exchange
+        if task_id is not None:
+            body["taskId"] = task_id
+        result: dict[str, Any] = self._call("POST", f"/pulse/{action}", body)
+        return result
+
+    def drop_messages(
+        self, count: int = 1, *, exchange: str | None = None, task_id: str | None = None
+    ) -> dict[str, Any]:
+        """Publish none of the next `count` Pulse messages (of `exchange`, of `task_id`)."""
+        return self._pulse_control("drop", count, exchange, task_id)
+
+    def duplicate_messages(
+        self, count: int = 1, *, exchange: str | None = None, task_id: str | None = None
+    ) -> dict[str, Any]:
+        """Publish each of the next `count` Pulse messages twice in a row."""
+        return self._pulse_control("duplicate", count, exchange, task_id)
+
+    def reorder_messages(
+        self, count: int = 1, *, exchange: str | None = None, task_id: str | None = None
+    ) -> dict[str, Any]:
+        """Swap the next two Pulse messages (`count` times): the first goes out after the second."""
+        return self._pulse_control("reorder", count, exchange, task_id)
+
+    def changes(self, since: int = 0) -> list[dict[str, Any]]:
+        """Every Pulse-visible change after `since`: seq, at (unix time), exchange, taskId..."""
+        result: list[dict[str, Any]] = self._call("GET", f"/changes?since={since}")["changes"]
+        return result
+
     def reset(self) -> None:
         """Forget all tasks, faults and counts."""
         self._call("POST", "/reset")

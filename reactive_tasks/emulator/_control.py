@@ -1,9 +1,9 @@
-"""The control API under /_emulator: create scripted tasks, inject faults, read request counts."""
+"""The control API under /_emulator: scripted tasks, faults, request counts, Pulse controls."""
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 from starlette.requests import Request
@@ -13,6 +13,9 @@ from starlette.routing import BaseRoute, Route
 from ._api import ApiContext, Handler, Registry
 from ._faults import Fault
 from ._state import CompiledStep
+
+if TYPE_CHECKING:
+    from ._taskcluster_pulse import TaskclusterPulse
 
 __all__ = ["MAX_BULK", "control_routes"]
 
@@ -153,6 +156,44 @@ def control_routes(registry: Registry) -> list[BaseRoute]:
         registry.reset()
         return JSONResponse({"reset": True})
 
+    def pulse_of() -> TaskclusterPulse:
+        if registry.pulse is None:
+            raise _BadRequest(409, "this emulator publishes no Pulse messages "
+                              "(start it with --pulse URL, or pulse_url=...)")
+        return registry.pulse
+
+    async def pulse_status(request: Request) -> Response:
+        return JSONResponse(pulse_of().publisher.stats())
+
+    def pulse_control(action: str) -> Handler:
+        async def handler(request: Request) -> Response:
+            pulse = pulse_of()
+            body = await _json_object(request)
+            count = body.pop("count", 1)
+            if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_BULK:
+                raise _BadRequest(422, f"count must be an integer from 1 to {MAX_BULK}")
+            exchange, task_id = body.pop("exchange", None), body.pop("taskId", None)
+            if body:
+                raise _BadRequest(422, f"unknown fields {sorted(body)}: use count, exchange, "
+                                  "taskId")
+            if not isinstance(exchange, str | None) or not isinstance(task_id, str | None):
+                raise _BadRequest(422, "exchange and taskId must be strings")
+            try:
+                control = pulse.control(action, count, exchange=exchange, task_id=task_id)
+            except ValueError as exc:
+                raise _BadRequest(422, str(exc)) from None
+            return JSONResponse(control, status_code=201)
+
+        return handler
+
+    async def read_changes(request: Request) -> Response:
+        raw = request.query_params.get("since", "0")
+        if not raw.isdigit():
+            raise _BadRequest(422, "since must be a non-negative integer")
+        since = int(raw)
+        changes = pulse_of().changes(since)
+        return JSONResponse({"changes": changes, "next": changes[-1]["seq"] if changes else since})
+
     async def index(request: Request) -> Response:
         return JSONResponse({"apis": sorted(registry.contexts)})
 
@@ -173,6 +214,11 @@ def control_routes(registry: Registry) -> list[BaseRoute]:
         ("/faults", clear_faults, ["DELETE"]),
         ("/requests", read_requests, ["GET"]),
         ("/requests", clear_requests, ["DELETE"]),
+        ("/pulse", pulse_status, ["GET"]),
+        ("/pulse/drop", pulse_control("drop"), ["POST"]),
+        ("/pulse/duplicate", pulse_control("duplicate"), ["POST"]),
+        ("/pulse/reorder", pulse_control("reorder"), ["POST"]),
+        ("/changes", read_changes, ["GET"]),
         ("/{api}/tasks", create_task, ["POST"]),
         ("/{api}/tasks/bulk", create_bulk, ["POST"]),
         ("/{api}/tasks/{task_id}", show_task, ["GET"]),

@@ -6,7 +6,7 @@ import socket
 import threading
 import time
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -14,10 +14,14 @@ from starlette.types import ASGIApp
 from .._net import bind_socket
 from ._app import create_app
 
+if TYPE_CHECKING:
+    from ._taskcluster_pulse import TaskclusterPulse
+
 __all__ = ["EmulatorServer", "bind_socket", "make_config", "url_for"]
 
 _START_TIMEOUT = 10.0
 _STOP_TIMEOUT = 10.0
+_PULSE_TIMEOUT = 30.0
 
 
 def url_for(sock: socket.socket) -> str:
@@ -47,14 +51,27 @@ class EmulatorServer:
     """The emulator app served by uvicorn on its own loop in a background thread.
 
     Use as a context manager or with start()/stop(); `url` and `port` are known after start().
+    With `pulse_url` (``amqp://user:password@host:port/``), Taskcluster's Pulse messages are
+    published to that broker: start() waits until it is connected, stop() disconnects.
     """
 
     def __init__(
-        self, host: str = "127.0.0.1", port: int = 0, *, app: ASGIApp | None = None
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        app: ASGIApp | None = None,
+        pulse_url: str | None = None,
     ) -> None:
+        if app is not None and pulse_url is not None:
+            raise ValueError("pass pulse_url to create_app() when you bring your own app")
         self.host = host
         self._requested_port = port
-        self.app = app if app is not None else create_app()
+        self.app = app if app is not None else create_app(pulse_url=pulse_url)
+        registry = getattr(getattr(self.app, "state", None), "emulator", None)
+        #: The Pulse publisher (controls, change log), or None without `pulse_url`.
+        self.pulse: TaskclusterPulse | None = getattr(registry, "pulse", None)
+        self._owns_pulse = pulse_url is not None
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._sock: socket.socket | None = None
@@ -102,6 +119,10 @@ class EmulatorServer:
                 self.stop()
                 raise RuntimeError("the emulator server failed to start")
             time.sleep(0.002)
+        if self.pulse is not None and not self.pulse.publisher.wait_connected(_PULSE_TIMEOUT):
+            where = self.pulse.publisher.display_url
+            self.stop()
+            raise RuntimeError(f"the emulator could not connect to the Pulse broker at {where}")
         return self
 
     def stop(self) -> None:
@@ -117,6 +138,8 @@ class EmulatorServer:
                 thread.join(_STOP_TIMEOUT)
         if sock is not None:
             sock.close()
+        if self._owns_pulse and self.pulse is not None:
+            self.pulse.close()
 
     def __enter__(self) -> EmulatorServer:
         return self.start()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
     "CompiledStep",
+    "Listener",
     "ScriptedTask",
     "Step",
     "StepView",
@@ -92,6 +93,10 @@ class StepView(NamedTuple):
     entered: float
 
 
+Listener = Callable[["ScriptedTask"], None]
+"""Told of a task created or moved to another step (called outside the store's lock)."""
+
+
 class ScriptedTask:
     """A task that advances through its script; `read()` is O(1) amortized."""
 
@@ -99,6 +104,7 @@ class ScriptedTask:
         "_created_mono",
         "_entered",
         "_index",
+        "_listener",
         "_lock",
         "_polls",
         "created",
@@ -114,6 +120,7 @@ class ScriptedTask:
         steps: tuple[CompiledStep, ...],
         extra: Mapping[str, Any] | None = None,
         lock: threading.Lock | None = None,
+        listener: Listener | None = None,
     ) -> None:
         self.id = task_id
         self.steps = steps
@@ -125,6 +132,7 @@ class ScriptedTask:
         self._index = 0
         self._polls = 0
         self._lock = lock or threading.Lock()
+        self._listener = listener
 
     def read(self, advance: bool = True) -> StepView:
         """The current step; with `advance`, this read counts as one poll of a `polls` step."""
@@ -132,7 +140,7 @@ class ScriptedTask:
         steps = self.steps
         last = len(steps) - 1
         with self._lock:
-            i = self._index
+            i = before = self._index
             while i < last:
                 seconds = steps[i].seconds
                 if seconds is None or now - self._entered < seconds:
@@ -151,11 +159,27 @@ class ScriptedTask:
                     self._index = i + 1
                     self._polls = 0
                     self._entered = now
+            moved = self._index != before
+        if moved and self._listener is not None:
+            self._listener(self)
         return view
 
     def peek(self) -> StepView:
         """The current step without counting a poll."""
         return self.read(advance=False)
+
+    def due(self) -> float | None:
+        """When (``time.monotonic()``) the current step ends by itself; None if it never does.
+
+        A `polls` step and the last step never end by themselves; a `seconds` step's end may
+        already be past when nothing has read the task since.
+        """
+        with self._lock:
+            i = self._index
+            seconds = self.steps[i].seconds
+            if i == len(self.steps) - 1 or seconds is None:
+                return None
+            return self._entered + seconds
 
 
 class TaskStore:
@@ -164,6 +188,8 @@ class TaskStore:
     def __init__(self) -> None:
         self._tasks: dict[str, ScriptedTask] = {}
         self._lock = threading.Lock()
+        #: Told of every task created and every step change (the Pulse publisher sets it).
+        self.listener: Listener | None = None
 
     def add(
         self,
@@ -172,9 +198,11 @@ class TaskStore:
         extra: Mapping[str, Any] | None = None,
     ) -> ScriptedTask:
         """Create (or replace, restarting its script) the task `task_id`."""
-        task = ScriptedTask(task_id, steps, extra, self._lock)
+        task = ScriptedTask(task_id, steps, extra, self._lock, self.listener)
         with self._lock:
             self._tasks[task_id] = task
+        if self.listener is not None:
+            self.listener(task)
         return task
 
     def get(self, task_id: str) -> ScriptedTask | None:

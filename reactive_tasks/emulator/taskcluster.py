@@ -32,9 +32,12 @@ from starlette.routing import BaseRoute, Route
 
 from ._api import ApiContext, EmulatedApi, check_choice
 from ._faults import Fault
-from ._state import ScriptedTask
+from ._state import ScriptedTask, StepView
 
-__all__ = ["API", "QUEUE", "new_slugid", "normalize_id", "routes"]
+__all__ = [
+    "API", "QUEUE", "artifact_entry", "artifacts_of", "new_slugid", "normalize_id", "routes",
+    "status_of", "task_status",
+]
 
 QUEUE = "/api/queue/v1"
 PAGE_LIMIT = 1000
@@ -64,6 +67,7 @@ _EXTRA_KEYS = frozenset(
     {
         "taskGroupId", "schedulerId", "projectId", "provisionerId", "workerType", "priority",
         "retries", "deadlineIn", "expiresIn", "clientId", "accessToken", "artifacts", "name",
+        "routes", "tags",
     }
 )
 _ARTIFACT_KEYS = frozenset(
@@ -178,6 +182,12 @@ def _check_extra(extra: Mapping[str, Any]) -> str | None:
         value = extra.get(key, 1)
         if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
             return f"{key} must be a positive number of seconds"
+    routes = extra.get("routes", [])
+    if not isinstance(routes, list) or not all(isinstance(r, str) and r for r in routes):
+        return "routes must be a list of non-empty strings"
+    tags = extra.get("tags", {})
+    if not isinstance(tags, dict) or not all(isinstance(v, str) for v in tags.values()):
+        return "tags must be an object of strings"
     if ("clientId" in extra) != ("accessToken" in extra):
         return "a private task needs both clientId and accessToken"
     if "clientId" in extra and not (
@@ -298,8 +308,11 @@ def _runs(task: ScriptedTask, specs: Sequence[Mapping[str, Any]], now: float) ->
 
 def task_status(task: ScriptedTask, *, advance: bool = True) -> dict[str, Any]:
     """The task status structure of `task` now (a read counts as a poll when `advance`)."""
-    view = task.read(advance)
-    now = time.time()
+    return status_of(task, task.read(advance), time.time())
+
+
+def status_of(task: ScriptedTask, view: StepView, now: float) -> dict[str, Any]:
+    """The task status structure of `task` at the step `view`, at unix time `now`."""
     extra = task.extra
     specs = view.fields.get("runs", [])
     runs = _runs(task, specs, now)
@@ -340,7 +353,7 @@ def task_definition(task: ScriptedTask, status: Mapping[str, Any]) -> dict[str, 
         "taskGroupId": status["taskGroupId"],
         "dependencies": [],
         "requires": "all-completed",
-        "routes": [],
+        "routes": list(extra.get("routes", [])),
         "priority": status["priority"],
         "retries": int(extra.get("retries", 5)),
         "created": iso(task.created),
@@ -354,8 +367,26 @@ def task_definition(task: ScriptedTask, status: Mapping[str, Any]) -> dict[str, 
             "owner": "emulator@example.com",
             "source": "https://example.com/reactive-tasks/emulator",
         },
-        "tags": {},
+        "tags": dict(extra.get("tags", {})),
         "extra": {},
+    }
+
+
+def artifacts_of(task: ScriptedTask, run_id: int) -> list[dict[str, Any]]:
+    """The scripted artifacts of run `run_id` (those without a runId belong to every run)."""
+    return [
+        a for a in task.extra.get("artifacts", [])
+        if a.get("runId") is None or a.get("runId") == run_id
+    ]
+
+
+def artifact_entry(task: ScriptedTask, artifact: Mapping[str, Any]) -> dict[str, Any]:
+    """An artifact as the queue lists it (and as artifact-created messages carry it)."""
+    return {
+        "storageType": artifact.get("storageType", "s3"),
+        "name": artifact["name"],
+        "expires": iso(task.created + float(task.extra.get("expiresIn", _YEAR))),
+        "contentType": artifact.get("contentType", "text/plain"),
     }
 
 
@@ -563,20 +594,6 @@ def routes(ctx: ApiContext) -> Sequence[BaseRoute]:
         if not raw.isdigit() or int(raw) >= len(runs):
             return _error(404, f"Task `{task.id}` has no run {raw}", method, params)
         return int(raw)
-
-    def artifacts_of(task: ScriptedTask, run_id: int) -> list[dict[str, Any]]:
-        return [
-            a for a in task.extra.get("artifacts", [])
-            if a.get("runId") is None or a.get("runId") == run_id
-        ]
-
-    def artifact_entry(task: ScriptedTask, artifact: Mapping[str, Any]) -> dict[str, Any]:
-        return {
-            "storageType": artifact.get("storageType", "s3"),
-            "name": artifact["name"],
-            "expires": iso(task.created + float(task.extra.get("expiresIn", _YEAR))),
-            "contentType": artifact.get("contentType", "text/plain"),
-        }
 
     async def list_artifacts(request: Request) -> Response:
         method = "listArtifacts" if "run" in request.path_params else "listLatestArtifacts"

@@ -1,0 +1,329 @@
+"""Publishing to a real AMQP broker from the emulator, on a thread of its own, with its clock.
+
+`publish()` never blocks the HTTP side: it hands the message to the publisher's own event loop.
+While the broker is unreachable, messages are lost (as a real service's would be) and the
+connection is retried with backoff. Controls drop, duplicate or swap the next messages, so tests
+can show what a consumer does with an imperfect feed. The same loop runs the emulator's clock:
+`schedule()` calls back at a `time.monotonic()` instant, so scripted tasks advance unpolled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import threading
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import aio_pika
+from aio_pika.abc import AbstractConnection, AbstractExchange
+
+from .._redact import redact_url
+
+__all__ = ["ACTIONS", "Control", "Outgoing", "PulsePublisher"]
+
+log = logging.getLogger("reactive_tasks.emulator.pulse")
+
+Action = Literal["drop", "duplicate", "reorder"]
+ACTIONS: tuple[Action, ...] = ("drop", "duplicate", "reorder")
+#: How long a message held back by `reorder` waits for the one to publish before it.
+REORDER_HOLD = 5.0
+_CONNECT_TIMEOUT = 5.0
+_BACKOFF_FIRST, _BACKOFF_MAX = 0.1, 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One message: exchange, routing key, JSON body, CC routing keys; `kind`/`task_id` filter."""
+
+    exchange: str
+    routing_key: str
+    body: Mapping[str, Any]
+    cc: tuple[str, ...] = ()
+    kind: str = ""
+    task_id: str | None = None
+
+
+@dataclass(slots=True)
+class Control:
+    """A pending control: its action on the next `count` messages matching the filters."""
+
+    action: Action
+    count: int
+    kind: str | None = None
+    task_id: str | None = None
+    held: Outgoing | None = field(default=None, repr=False)
+
+    def matches(self, message: Outgoing) -> bool:
+        return (self.kind is None or self.kind == message.kind) and (
+            self.task_id is None or self.task_id == message.task_id
+        )
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "action": self.action, "count": self.count, "exchange": self.kind,
+            "taskId": self.task_id, "holding": self.held is not None,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class _Flush:
+    control: Control
+
+
+_STOP = object()
+
+
+class PulsePublisher:
+    """Publishes `Outgoing` messages to durable topic exchanges; reconnects; never blocks."""
+
+    def __init__(self, url: str, exchanges: Sequence[str]) -> None:
+        self._url = url
+        self.display_url = redact_url(url)
+        self._names = tuple(exchanges)
+        self._loop = asyncio.new_event_loop()
+        self._queue: asyncio.Queue[object] = asyncio.Queue()
+        self._controls: list[Control] = []
+        self._timers: dict[Hashable, asyncio.TimerHandle] = {}
+        self._exchanges: dict[str, AbstractExchange] | None = None
+        self._down = asyncio.Event()
+        self._connected = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name="reactive-tasks-emulator-pulse", daemon=True
+        )
+        self._closed = False
+        self.counts = {
+            "published": 0, "lost": 0, "dropped": 0, "duplicated": 0, "reordered": 0,
+            "connects": 0,
+        }
+
+    # -- the caller's side (any thread) ----------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        """Whether a connection to the broker is open now."""
+        return self._connected.is_set()
+
+    def start(self) -> PulsePublisher:
+        """Start the publisher's thread (it connects in the background)."""
+        self._thread.start()
+        return self
+
+    def wait_connected(self, timeout: float) -> bool:
+        """Wait until the broker is connected and the exchanges declared; False on timeout."""
+        return self._connected.wait(timeout)
+
+    def publish(self, message: Outgoing) -> None:
+        """Queue one message for publishing (lost if the broker is down when its turn comes)."""
+        self._call(self._queue.put_nowait, message)
+
+    def control(
+        self, action: str, count: int = 1, *, kind: str | None = None,
+        task_id: str | None = None,
+    ) -> Control:
+        """Apply `action` to the next `count` messages matching the filters (in publish order).
+
+        drop: not published; duplicate: published twice; reorder: each time, the next matching
+        message is held back and published right after the one following it (or after
+        REORDER_HOLD seconds when none follows).
+        """
+        if action not in ACTIONS:
+            raise ValueError(f"action must be one of {', '.join(ACTIONS)}")
+        if count < 1:
+            raise ValueError("count must be at least 1")
+        ctl = Control(action, count, kind, task_id)
+        self._call(self._queue.put_nowait, ctl)
+        return ctl
+
+    def schedule(self, key: Hashable, when: float, callback: Callable[[], None]) -> None:
+        """Call `callback` on the publisher's thread at `when` (time.monotonic()); one per key."""
+        self._call(self._arm, key, when, callback)
+
+    def reset(self) -> None:
+        """Forget pending controls and timers, and zero the counts."""
+        self._call(self._reset)
+
+    def stats(self) -> dict[str, Any]:
+        """The broker (without credentials), whether connected, the counts, pending controls."""
+        return {
+            "url": self.display_url,
+            "connected": self.connected,
+            **self.counts,
+            "controls": [c.describe() for c in list(self._controls)],
+        }
+
+    def close(self) -> None:
+        """Stop publishing, close the connection and join the thread (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._thread.is_alive():
+            self._call(self._queue.put_nowait, _STOP)
+            self._thread.join(10)
+        if not self._thread.is_alive():
+            self._loop.close()
+
+    def _call(self, fn: Callable[..., Any], *args: Any) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nothing to do any more
+            self._loop.call_soon_threadsafe(fn, *args)
+
+    # -- the publisher's own thread ----------------------------------------------------------
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_until_complete(self._main())
+        finally:
+            self._connected.clear()
+
+    async def _main(self) -> None:
+        connector = asyncio.ensure_future(self._connect_forever())
+        try:
+            await self._pump()
+        finally:
+            connector.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await connector
+            self._reset()
+
+    async def _connect_forever(self) -> None:
+        delay = _BACKOFF_FIRST
+        while True:
+            connection: AbstractConnection | None = None
+            try:
+                connection = await aio_pika.connect(self._url, timeout=_CONNECT_TIMEOUT)
+                channel = await connection.channel(publisher_confirms=False)
+                exchanges = {
+                    name: await channel.declare_exchange(
+                        name, aio_pika.ExchangeType.TOPIC, durable=True
+                    )
+                    for name in self._names
+                }
+            except asyncio.CancelledError:
+                if connection is not None:
+                    await _close_quietly(connection)
+                raise
+            except Exception as exc:
+                log.debug("Pulse broker %s unreachable: %s", self.display_url, type(exc).__name__)
+                if connection is not None:
+                    await _close_quietly(connection)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _BACKOFF_MAX)
+                continue
+            delay = _BACKOFF_FIRST
+            self._down.clear()
+            connection.close_callbacks.add(lambda *_: self._down.set())
+            self._exchanges = exchanges
+            self.counts["connects"] += 1
+            self._connected.set()
+            try:
+                await self._down.wait()
+            finally:
+                self._connected.clear()
+                self._exchanges = None
+                await _close_quietly(connection)
+
+    async def _pump(self) -> None:
+        while True:
+            item = await self._queue.get()
+            if item is _STOP:
+                return
+            if isinstance(item, Control):
+                self._controls.append(item)
+                continue
+            if isinstance(item, _Flush):
+                held, item.control.held = item.control.held, None
+                if held is not None:
+                    self._retire(item.control)
+                    await self._send(held)
+                continue
+            assert isinstance(item, Outgoing)
+            for message in self._controlled(item):
+                await self._send(message)
+
+    def _controlled(self, message: Outgoing) -> list[Outgoing]:
+        """What to publish for `message` under the first matching control."""
+        ctl = next((c for c in self._controls if c.matches(message)), None)
+        if ctl is None:
+            return [message]
+        if ctl.action == "drop":
+            self.counts["dropped"] += 1
+            self._use(ctl)
+            return []
+        if ctl.action == "duplicate":
+            self.counts["duplicated"] += 1
+            self._use(ctl)
+            return [message, message]
+        if ctl.held is None:  # reorder: hold this one back until the next one is out
+            ctl.held = message
+            self._loop.call_later(REORDER_HOLD, self._queue.put_nowait, _Flush(ctl))
+            return []
+        held, ctl.held = ctl.held, None
+        self.counts["reordered"] += 1
+        self._use(ctl)
+        return [message, held]
+
+    def _use(self, ctl: Control) -> None:
+        ctl.count -= 1
+        if ctl.count <= 0:
+            self._retire(ctl)
+
+    def _retire(self, ctl: Control) -> None:
+        with contextlib.suppress(ValueError):
+            self._controls.remove(ctl)
+
+    async def _send(self, message: Outgoing) -> None:
+        exchanges = self._exchanges
+        if exchanges is None:
+            self.counts["lost"] += 1
+            return
+        headers: dict[str, Any] | None = {"CC": list(message.cc)} if message.cc else None
+        amqp = aio_pika.Message(
+            json.dumps(message.body, separators=(",", ":")).encode(),
+            content_type="application/json",
+            content_encoding="utf-8",
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            headers=headers,
+        )
+        try:
+            await exchanges[message.exchange].publish(amqp, message.routing_key)
+        except Exception as exc:
+            log.debug("Pulse publish failed: %s", type(exc).__name__)
+            self.counts["lost"] += 1
+            self._down.set()
+            return
+        self.counts["published"] += 1
+
+    def _arm(self, key: Hashable, when: float, callback: Callable[[], None]) -> None:
+        old = self._timers.pop(key, None)
+        if old is not None:
+            old.cancel()
+        self._timers[key] = self._loop.call_at(when, self._fire, key, callback)
+
+    def _fire(self, key: Hashable, callback: Callable[[], None]) -> None:
+        self._timers.pop(key, None)
+        try:
+            callback()
+        except Exception:
+            log.exception("the emulator's clock callback failed")
+
+    def _reset(self) -> None:
+        for handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
+        self._controls.clear()
+        for key in self.counts:
+            if key != "connects":
+                self.counts[key] = 0
+
+    def __repr__(self) -> str:
+        state = "connected" if self.connected else "disconnected"
+        return f"PulsePublisher({self.display_url}, {state})"
+
+
+async def _close_quietly(connection: AbstractConnection) -> None:
+    with contextlib.suppress(Exception):
+        await connection.close()
