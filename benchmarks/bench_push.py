@@ -15,7 +15,10 @@ the emulator stamped the change.
 Cost: ``--tasks`` other tasks that stay running, watched for ``--idle`` seconds once the feed is
 live; the queue's requests in that window, scaled to an hour.
 
-Run: ``python benchmarks/bench_push.py [--tasks 2000] [--spread 20] [--idle 125]``
+Tasks stay pending for ``--warmup`` seconds first, so that the push contender's feed has bound
+every task (six bindings each) before the first change; the time that took is printed too.
+
+Run: ``python benchmarks/bench_push.py [--tasks 2000] [--spread 20] [--idle 125] [--warmup 45]``
 """
 
 from __future__ import annotations
@@ -40,15 +43,15 @@ from rabbitmq_server import RabbitMQServer  # the tests' RabbitMQ launcher
 
 INTERVAL = 2.0
 RECONCILE = 60.0
-BUCKETS = 20  # tasks share a script per bucket of change instants
+BUCKETS = 200  # tasks share a script per bucket of change instants
 
 
-def changing_script(gap: float) -> list[dict[str, Any]]:
-    """Pending for two reads (the first poll and the one when the feed is live, or the second
-    poll), then three changes ``gap`` seconds apart."""
+def changing_script(warmup: float, gap: float) -> list[dict[str, Any]]:
+    """Pending for ``warmup`` seconds (the watch starts, the feed binds every task), then three
+    changes ``gap`` seconds apart."""
     shutdown = {"state": "exception", "reasonResolved": "worker-shutdown"}
     return [
-        {"runs": [{"state": "pending"}], "polls": 2},
+        {"runs": [{"state": "pending"}], "seconds": warmup},
         {"runs": [{"state": "running"}], "seconds": gap},
         {"runs": [shutdown, {"state": "pending"}], "seconds": gap},
         {"runs": [shutdown, {"state": "completed"}]},
@@ -69,7 +72,8 @@ def make_backend(root: str, amqp: str | None) -> TaskclusterBackend:
 
 
 async def latency_run(
-    client: EmulatorClient, root: str, amqp: str | None, tasks: int, spread: float
+    client: EmulatorClient, rabbit: RabbitMQServer | None, root: str, amqp: str | None,
+    tasks: int, spread: float, warmup: float,
 ) -> dict[str, Any]:
     """Watch ``tasks`` changing tasks until all complete; latencies of their changes (ms)."""
     ids: list[str] = []
@@ -77,7 +81,8 @@ async def latency_run(
     while len(ids) < tasks:
         gap = random.uniform(0.5, spread / 3)
         ids.extend(client.create_tasks("taskcluster", min(per, tasks - len(ids)),
-                                       changing_script(gap)))
+                                       changing_script(warmup, gap)))
+    created = time.monotonic()
     since = client.changes()[-1]["seq"] if client.changes() else 0
     client.reset_requests()
     received: list[tuple[str, int, str, float, str]] = []
@@ -100,6 +105,13 @@ async def latency_run(
             backend.observe(task_id).subscribe(
                 on_next=on_next, on_error=finished, on_completed=finished
             )
+        bound_after = None
+        if rabbit is not None:  # how long binding every task took (listing costs ~1 s each)
+            while len(await asyncio.to_thread(rabbit.bindings, "queue/bench/")) < 6 * tasks:
+                await asyncio.sleep(1.0)
+            bound_after = time.monotonic() - created
+            if bound_after > warmup:
+                print(f"warning: binding took {bound_after:.0f} s, more than --warmup")
         await done.wait()
     stamps = {
         (c["taskId"], c["runId"], c["state"]): c["at"]
@@ -122,6 +134,7 @@ async def latency_run(
         "p99": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
         "vias": vias,
         "requests": client.requests()["by_api"].get("taskcluster", 0),
+        "bound_after": bound_after,
     }
 
 
@@ -150,6 +163,8 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=2000)
     parser.add_argument("--spread", type=float, default=20.0)
     parser.add_argument("--idle", type=float, default=125.0)
+    parser.add_argument("--warmup", type=float, default=45.0,
+                        help="seconds before the first change (the push run binds meanwhile)")
     args = parser.parse_args()
     with RabbitMQServer() as rabbit:
         proc, url = start_emulator("--pulse", rabbit.url)
@@ -158,8 +173,12 @@ def main() -> None:
             with EmulatorClient(url) as client:
                 while not client.pulse()["connected"]:
                     time.sleep(0.1)
-                push = asyncio.run(latency_run(client, root, rabbit.url, args.tasks, args.spread))
-                polls = asyncio.run(latency_run(client, root, None, args.tasks, args.spread))
+                push = asyncio.run(latency_run(
+                    client, rabbit, root, rabbit.url, args.tasks, args.spread, args.warmup
+                ))
+                polls = asyncio.run(latency_run(
+                    client, None, root, None, args.tasks, args.spread, 2 * INTERVAL
+                ))
                 idle_push = asyncio.run(
                     idle_run(client, rabbit, root, rabbit.url, args.tasks, args.idle)
                 )
@@ -171,6 +190,7 @@ def main() -> None:
             proc.wait(timeout=10)
     print(f"{args.tasks} tasks x 3 changes, interval={INTERVAL:g} s, "
           f"reconcile_interval={RECONCILE:g} s")
+    print(f"every task bound on the broker {push['bound_after']:.1f} s after the watches began")
     print(f"{'':34}{'push':>12}{'polls':>12}{'polls/push':>12}")
     rows = [
         ("changes measured", push["changes"], polls["changes"]),

@@ -211,9 +211,15 @@ class PulseFeed:
             )
             await queue.consume(self._on_message, no_ack=True)
             raw = await channel.get_underlay_channel()
+            logger.info(
+                "%s: Pulse feed connected to %s (queue %s)",
+                self._source.name, self._config.shown, self._queue_name,
+            )
             while not lost.done():
                 self._changed.clear()
-                added = await self._bind_missing(raw)
+                added = False
+                while await self._bind_missing(raw):  # watches may come while binding
+                    added = True
                 if added and self._live:
                     # Tasks bound only now: a change between their first poll and their
                     # binding would be missed; a down-up makes the hub read them all again.
