@@ -260,6 +260,38 @@ async def test_a_group_is_observed_by_push(tc: EmulatorClient, rabbitmq: RabbitM
         assert seen[-1].state.terminal
 
 
+async def test_a_task_added_to_a_group_is_followed_by_push_at_once(
+    tc: EmulatorClient, rabbitmq: RabbitMQServer
+) -> None:
+    decision = tc.create_task("taskcluster", pending_then(
+        {"runs": runs("running"), "seconds": 30.0}, {"runs": runs("completed")}
+    ))
+    async with backend(tc, rabbitmq) as tcb:
+        rec = Recorder()
+        sub = rec.watch(tcb.observe_group(decision, policy=PUSH_ONLY))
+        await eventually(lambda: TaskState.RUNNING in rec.states(), "the decision task running")
+        # the group is bound on task-defined by its id: the new task is announced
+        await eventually(
+            lambda: any(b["routing_key"] == f"primary.*.*.*.*.*.*.*.{decision}.#"
+                        for b in bindings(rabbitmq)),
+            "the group's binding",
+        )
+        child = tc.create_task("taskcluster", pending_then(
+            {"runs": runs("running"), "seconds": 0.3}, {"runs": runs("completed")}
+        ), taskGroupId=decision)
+
+        def child_states() -> list[TaskState]:
+            return [e.state for e in rec.events if e.task_id == child]
+
+        await eventually(lambda: TaskState.COMPLETED in child_states(), "the child completed")
+        # long before the decision task ends (a listing would only come then)
+        assert [e.state for e in rec.events if e.task_id == decision][-1] == TaskState.RUNNING
+        assert child_states() == [TaskState.PENDING, TaskState.RUNNING, TaskState.COMPLETED]
+        assert [e.via for e in rec.events if e.task_id == child][1:] == ["push", "push"]
+        sub.dispose()
+        await eventually(lambda: not bindings(rabbitmq), "no binding left", 20)
+
+
 async def test_disposal_removes_the_bindings(
     tc: EmulatorClient, rabbitmq: RabbitMQServer
 ) -> None:

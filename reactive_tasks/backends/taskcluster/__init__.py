@@ -7,6 +7,7 @@ deployments need none. The observation path is ``_source``; groups and artifacts
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Hashable, Sequence
 from os import PathLike
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
@@ -14,14 +15,14 @@ from typing import TYPE_CHECKING, Any, overload
 from reactivex import Observable
 
 from ..._errors import ArtifactError, ArtifactNotFound, ConfigurationError, InvalidArtifactName
-from ..._models import TaskEvent
+from ..._models import TaskEvent, TaskState
 from ..._policy import PollPolicy
-from ..._types import Feed
+from ..._types import Feed, Reading, TaskRef
 from . import _artifacts, _groups
 from ._artifacts import TaskclusterArtifact
 from ._auth import HawkAuth as HawkAuth
 from ._auth import TaskclusterCredentials
-from ._groups import TaskclusterGroupMember, TaskclusterTaskDefinition
+from ._groups import TaskclusterGroupMember, TaskclusterGroupMembers, TaskclusterTaskDefinition
 from ._groups import TaskclusterTaskMetadata as TaskclusterTaskMetadata
 from ._source import SLUGID_PATTERN as SLUGID_PATTERN
 from ._source import RunState as RunState
@@ -86,6 +87,43 @@ class TaskclusterBackend(TaskclusterSource):
             return text
         return f"{text[:-1]}, pulse_url={self._pulse.shown!r})"
 
+    # -- a whole group as one hub watch (observe_group beside a feed) ------------------------
+
+    def fetch_many(self, refs: Sequence[TaskRef]) -> AsyncIterator[tuple[TaskRef, Any]]:
+        """Tasks as ``TaskclusterSource`` reads them; a group's ref by listing the group."""
+        if not any(_groups.is_group(ref) for ref in refs):
+            return super().fetch_many(refs)
+        return self._fetch_with_groups(refs)
+
+    async def _fetch_with_groups(
+        self, refs: Sequence[TaskRef]
+    ) -> AsyncIterator[tuple[TaskRef, Any]]:
+        tasks = [ref for ref in refs if not _groups.is_group(ref)]
+        if tasks:
+            async for item in super().fetch_many(tasks):
+                yield item
+        for ref in refs:
+            if _groups.is_group(ref):
+                try:
+                    yield ref, await _groups.group_members(self, ref.task_id)
+                except Exception as exc:  # the hub's policy decides, as for any answer
+                    yield ref, exc
+
+    def interpret(self, snapshot: Any, ref: TaskRef) -> Reading:
+        if isinstance(snapshot, TaskclusterGroupMembers):
+            return Reading(TaskState.RUNNING, "group", None, f"{len(snapshot.taskIds)} tasks")
+        return super().interpret(snapshot, ref)
+
+    def change_key(self, snapshot: Any, reading: Reading) -> Hashable:
+        if isinstance(snapshot, TaskclusterGroupMembers):
+            return snapshot.taskIds
+        return super().change_key(snapshot, reading)
+
+    def order_key(self, snapshot: Any, reading: Reading) -> tuple[int, ...]:
+        if isinstance(snapshot, TaskclusterGroupMembers):
+            return ()  # all equal: a pushed member and a listing never outrank each other
+        return super().order_key(snapshot, reading)
+
     def open_feed(self) -> Feed | None:
         """The Pulse feed of one hub (this backend on one loop), when ``pulse_url`` is set."""
         if self._pulse is None:
@@ -107,9 +145,10 @@ class TaskclusterBackend(TaskclusterSource):
         engine polls them together, a batch request per 1,000). Whenever every member known so
         far is terminal, the group is listed again: tasks added meanwhile (a decision task's
         children) are watched in turn, and the stream completes only when a listing finds
-        nothing new.
+        nothing new. With ``pulse_url``, members' changes come by push, and tasks added to the
+        group are watched as soon as their ``task-defined`` message arrives.
         """
-        return _groups.observe_group(self, task_group_id, policy)
+        return _groups.observe_group(self, task_group_id, policy, pushed=self._pulse is not None)
 
     async def artifacts(
         self, task_id: str, run_id: int | None = None

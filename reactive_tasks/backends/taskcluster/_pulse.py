@@ -2,8 +2,10 @@
 
 One connection per feed (per backend and loop), one exclusive auto-delete queue named under
 ``queue/<namespace>/``, and per watched task a binding ``primary.<taskId>.#`` on each of the
-queue's task exchanges. A message's ``status`` is the very structure a status poll reads, so it
-is validated by the source's own model and given to the hub like a poll's answer.
+queue's task exchanges; per group watched by ``observe_group``, one on ``task-defined`` by
+``taskGroupId``, whose messages announce the group's new tasks. A message's ``status`` is the
+very structure a status poll reads, so it is validated by the source's own model and given to
+the hub like a poll's answer.
 
 Binding changes run in the feed's own task, coalesced: ``watch``/``unwatch`` only mark what is
 wanted. The feed is live (``sink.feed_live(True)``) only while every watched task is bound; a
@@ -31,11 +33,12 @@ from aio_pika.abc import AbstractIncomingMessage
 from ..._errors import BackendError, ConfigurationError
 from ..._redact import Secrets, install_log_filters, redact_url, scrub
 from ..._types import FeedSink, TaskRef
+from ._groups import TaskclusterGroupMembers, is_group
 
 if TYPE_CHECKING:
     from ._source import TaskclusterSource
 
-__all__ = ["TASK_EXCHANGES", "PulseConfig", "PulseFeed", "pulse_config"]
+__all__ = ["TASK_EXCHANGES", "PulseConfig", "PulseFeed", "bindings", "pulse_config"]
 
 logger = logging.getLogger("reactive_tasks.pulse")
 
@@ -103,9 +106,23 @@ def pulse_config(url: Any, namespace: Any, secrets: Secrets) -> PulseConfig:
     return PulseConfig(url, namespace)
 
 
-def task_bindings(ref: TaskRef) -> list[tuple[str, str]]:
-    """The (exchange, routing key) pairs that deliver ``ref``'s task messages."""
-    return [(exchange, f"primary.{ref.task_id}.#") for exchange in TASK_EXCHANGES]
+#: What one watched ref binds: ("task", taskId) or ("group", taskGroupId).
+Topic = tuple[str, str]
+
+
+def topic_of(ref: TaskRef) -> Topic:
+    """What ``ref`` needs bound: its task's messages, or a group's new tasks."""
+    return ("group" if is_group(ref) else "task", ref.task_id)
+
+
+def bindings(topic: Topic) -> list[tuple[str, str]]:
+    """The (exchange, routing key) pairs of a topic: every task exchange for a task; for a
+    group, ``task-defined`` by ``taskGroupId`` (its members' changes come with their own
+    watches, which ``observe_group`` starts as each member becomes known)."""
+    kind, ident = topic
+    if kind == "group":
+        return [(TASK_EXCHANGES[0], f"primary.*.*.*.*.*.*.*.{ident}.#")]
+    return [(exchange, f"primary.{ident}.#") for exchange in TASK_EXCHANGES]
 
 
 def reason(exc: BaseException) -> str:
@@ -140,9 +157,9 @@ class PulseFeed:
         self._source = source
         self._config = config
         self._queue_name = f"queue/{config.namespace}/reactive-tasks/{uuid.uuid4().hex}"
-        self._wanted: dict[str, set[TaskRef]] = {}  # task id -> refs watched with that id
+        self._wanted: dict[Topic, set[TaskRef]] = {}  # what to bind -> the refs that need it
         self._changed = asyncio.Event()
-        self._bound: set[str] = set()  # task ids bound on the current connection
+        self._bound: set[Topic] = set()  # what is bound on the current connection
         self._live = False
         self._sink: FeedSink | None = None
 
@@ -157,15 +174,16 @@ class PulseFeed:
     # -- what the hub calls --------------------------------------------------------------
 
     def watch(self, ref: TaskRef) -> None:
-        self._wanted.setdefault(ref.task_id, set()).add(ref)
+        self._wanted.setdefault(topic_of(ref), set()).add(ref)
         self._changed.set()
 
     def unwatch(self, ref: TaskRef) -> None:
-        refs = self._wanted.get(ref.task_id)
+        topic = topic_of(ref)
+        refs = self._wanted.get(topic)
         if refs is not None:
             refs.discard(ref)
             if not refs:
-                del self._wanted[ref.task_id]
+                del self._wanted[topic]
         self._changed.set()
 
     async def run(self, sink: FeedSink) -> None:
@@ -256,10 +274,10 @@ class PulseFeed:
         Bindings are sent without waiting for each answer; the broker handles a channel's
         commands in order, so the answer to the last one (sent waiting) confirms them all.
         """
-        missing = [task_id for task_id in self._wanted if task_id not in self._bound]
+        missing = [topic for topic in self._wanted if topic not in self._bound]
         if not missing:
             return False
-        pairs = [pair for task_id in missing for pair in task_bindings(TaskRef(task_id))]
+        pairs = [pair for topic in missing for pair in bindings(topic)]
         for exchange, key in pairs[:-1]:
             await raw.queue_bind(self._queue_name, exchange, key, nowait=True)
         exchange, key = pairs[-1]
@@ -270,11 +288,11 @@ class PulseFeed:
     async def _unbind_some(self, raw: aiormq.abc.AbstractChannel, most: int = 50) -> bool:
         """Unbind up to ``most`` tasks no longer watched (each unbinding waits for its answer:
         AMQP has no unanswered form); True when more are left."""
-        extra = [task_id for task_id in self._bound if task_id not in self._wanted]
-        for task_id in extra[:most]:
-            for exchange, key in task_bindings(TaskRef(task_id)):
+        extra = [topic for topic in self._bound if topic not in self._wanted]
+        for topic in extra[:most]:
+            for exchange, key in bindings(topic):
                 await raw.queue_unbind(self._queue_name, exchange, key)
-            self._bound.discard(task_id)
+            self._bound.discard(topic)
         return len(extra) > most
 
     # -- messages ------------------------------------------------------------------------
@@ -285,9 +303,12 @@ class PulseFeed:
             if len(message.body) > MAX_MESSAGE:
                 raise self._source.protocol_error(f"a message of {len(message.body)} bytes")
             status = self._source.read_pushed(message.body)
-            refs = list(self._wanted.get(status.taskId, ()))
+            refs = list(self._wanted.get(("task", status.taskId), ()))
             for ref in refs:  # one the source cannot read would end the watch: drop it here
                 self._source.interpret(status, ref)
+            groups: list[TaskRef] = []
+            if message.exchange == TASK_EXCHANGES[0]:
+                groups = list(self._wanted.get(("group", status.taskGroupId), ()))
         except BackendError as exc:
             logger.warning(
                 "%s: dropped a Pulse message from %s: %s",
@@ -295,9 +316,16 @@ class PulseFeed:
             )
             return
         sink = self._sink
-        if sink is not None:
-            for ref in refs:
-                sink.feed_snapshot(ref, status)
+        if sink is None:
+            return
+        for ref in refs:
+            sink.feed_snapshot(ref, status)
+        if groups:
+            member = TaskclusterGroupMembers(
+                taskGroupId=status.taskGroupId, taskIds=(status.taskId,)
+            )
+            for ref in groups:
+                sink.feed_snapshot(ref, member)
 
     def _set_live(self, sink: FeedSink, live: bool) -> None:
         if live != self._live:
