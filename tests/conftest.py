@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -44,3 +45,24 @@ def rabbitmq(rabbitmq_server: RabbitMQServer) -> RabbitMQServer:
     """The session's broker, started again if an earlier test stopped or killed it."""
     rabbitmq_server.start()
     return rabbitmq_server
+
+
+@pytest.fixture(scope="session")
+def pulse_emulator_server(rabbitmq_server: RabbitMQServer) -> Iterator[EmulatorServer]:
+    """An emulator publishing Taskcluster's Pulse messages to the session's RabbitMQ."""
+    with EmulatorServer(pulse_url=rabbitmq_server.url) as server:
+        yield server
+
+
+@pytest.fixture
+def pulse_emulator(
+    pulse_emulator_server: EmulatorServer, rabbitmq: RabbitMQServer
+) -> Iterator[EmulatorClient]:
+    """A reset control client of it, once the broker is up and the publisher connected."""
+    with EmulatorClient(pulse_emulator_server.url) as client:
+        client.reset()
+        deadline = time.monotonic() + 30
+        while not client.pulse()["connected"]:
+            assert time.monotonic() < deadline, "the emulator did not reconnect to RabbitMQ"
+            time.sleep(0.05)
+        yield client

@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +20,7 @@ import httpx
 import pytest
 from rabbitmq_server import RabbitMQServer
 
-from reactive_tasks.emulator import EmulatorClient, EmulatorError, EmulatorServer
+from reactive_tasks.emulator import EmulatorClient, EmulatorError
 from reactive_tasks.emulator.taskcluster import new_slugid
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -94,19 +94,10 @@ async def listening(
         yield inbox
 
 
-@pytest.fixture(scope="module")
-def pulse_server(rabbitmq_server: RabbitMQServer) -> Iterator[EmulatorServer]:
-    with EmulatorServer(pulse_url=rabbitmq_server.url) as server:
-        yield server
-
-
 @pytest.fixture
-def pulse(pulse_server: EmulatorServer, rabbitmq: RabbitMQServer) -> Iterator[EmulatorClient]:
-    """A client of the publishing emulator, reset, with the broker up and connected."""
-    with EmulatorClient(pulse_server.url) as client:
-        client.reset()
-        _until(lambda: client.pulse()["connected"], "a connection to the broker")
-        yield client
+def pulse(pulse_emulator: EmulatorClient) -> EmulatorClient:
+    """The conftest's publishing emulator (reset, connected), under a short name."""
+    return pulse_emulator
 
 
 def _until(done: Callable[[], Any], what: str) -> None:
@@ -345,3 +336,42 @@ async def test_the_emulate_command_publishes_with_pulse(rabbitmq: RabbitMQServer
                              capture_output=True, text=True, env=env, timeout=60)
     assert refused.returncode == 64 and "amqp://" in refused.stderr
     assert "secret" not in refused.stderr
+
+
+def test_the_pytest_plugin_option_makes_task_emulator_publish(
+    tmp_path: Path, rabbitmq: RabbitMQServer
+) -> None:
+    (tmp_path / "test_user.py").write_text(
+        "def test_published(task_emulator):\n"
+        "    task_emulator.create_task('taskcluster')\n"
+        "    assert task_emulator.pulse()['connected']\n"
+        "    assert [c['exchange'] for c in task_emulator.changes()] == "
+        "['task-defined', 'task-pending']\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "reactive_tasks.emulator.pytest_plugin",
+         "-p", "no:cacheprovider", f"--task-emulator-pulse={rabbitmq.url}", "."],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 passed" in result.stdout
+
+
+async def test_the_broker_fixture_lists_a_queue_bindings(
+    pulse: EmulatorClient, rabbitmq: RabbitMQServer
+) -> None:
+    connection = await aio_pika.connect(rabbitmq.url)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue("queue/tests/bindings", exclusive=True)
+        await queue.bind(PREFIX + "task-running", "primary.abc.#")
+        assert rabbitmq.bindings("queue/tests/") == [{
+            "exchange": PREFIX + "task-running", "queue": "queue/tests/bindings",
+            "routing_key": "primary.abc.#",
+        }]
+        await queue.unbind(PREFIX + "task-running", "primary.abc.#")
+        assert rabbitmq.bindings("queue/tests/") == []
+        assert "queue/tests/bindings" in rabbitmq.queues()
+    # exclusive: deleted with its connection
+    _until(lambda: "queue/tests/bindings" not in rabbitmq.queues(), "the queue deleted")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import socket
 import sys
 from collections.abc import Sequence
@@ -66,6 +67,13 @@ def _refuse(message: str) -> int:
     return EXIT_USAGE
 
 
+def _show_pulse_warnings() -> None:
+    """The broker going away and coming back, on stderr (the library's loggers stay quiet)."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
+    logging.getLogger("reactive_tasks.emulator.pulse").addHandler(handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments and serve until interrupted; a port that cannot be served exits 64."""
     parser = _Parser(
@@ -90,6 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         reason = exc.strerror or str(exc)
         return _refuse(f"cannot listen on {args.host}:{args.port}: {reason}")
     app = None
+    if args.pulse is not None:
+        _show_pulse_warnings()
     try:
         app = create_app(pulse_url=args.pulse)
         url = url_for(sock)

@@ -11,15 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import aio_pika
-from aio_pika.abc import AbstractConnection, AbstractExchange
+import aiormq
+from aio_pika.abc import AbstractConnection
+from aio_pika.connection import make_url
 
 from .._redact import redact_url
 
@@ -31,6 +35,7 @@ Action = Literal["drop", "duplicate", "reorder"]
 ACTIONS: tuple[Action, ...] = ("drop", "duplicate", "reorder")
 #: How long a message held back by `reorder` waits for the one to publish before it.
 REORDER_HOLD = 5.0
+_THREAD = "reactive-tasks-emulator-pulse"
 _CONNECT_TIMEOUT = 5.0
 _BACKOFF_FIRST, _BACKOFF_MAX = 0.1, 2.0
 
@@ -87,12 +92,16 @@ class PulsePublisher:
         self._loop = asyncio.new_event_loop()
         self._queue: asyncio.Queue[object] = asyncio.Queue()
         self._controls: list[Control] = []
+        self._inbox: deque[tuple[Callable[..., Any], tuple[Any, ...]]] = deque()
+        self._inbox_lock = threading.Lock()
+        self._woken = False
         self._timers: dict[Hashable, asyncio.TimerHandle] = {}
-        self._exchanges: dict[str, AbstractExchange] | None = None
+        self._channel: Any = None  # the aiormq channel while connected
+        self._no_wait: dict[str, Any] = {}
         self._down = asyncio.Event()
         self._connected = threading.Event()
         self._thread = threading.Thread(
-            target=self._run, name="reactive-tasks-emulator-pulse", daemon=True
+            target=self._run, name=_THREAD, daemon=True
         )
         self._closed = False
         self.counts = {
@@ -167,8 +176,25 @@ class PulsePublisher:
             self._loop.close()
 
     def _call(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run `fn` on the publisher's loop, in call order; one loop wake-up per burst of calls."""
+        with self._inbox_lock:
+            self._inbox.append((fn, args))
+            if self._woken:
+                return
+            self._woken = True
         with contextlib.suppress(RuntimeError):  # the loop is closed: nothing to do any more
-            self._loop.call_soon_threadsafe(fn, *args)
+            if threading.get_ident() == self._thread.ident:
+                self._loop.call_soon(self._drain_inbox)
+            else:
+                self._loop.call_soon_threadsafe(self._drain_inbox)
+
+    def _drain_inbox(self) -> None:
+        with self._inbox_lock:
+            calls = list(self._inbox)
+            self._inbox.clear()
+            self._woken = False
+        for fn, args in calls:
+            fn(*args)
 
     # -- the publisher's own thread ----------------------------------------------------------
 
@@ -191,39 +217,48 @@ class PulsePublisher:
 
     async def _connect_forever(self) -> None:
         delay = _BACKOFF_FIRST
+        outage = False
         while True:
-            connection: AbstractConnection | None = None
+            # Built here, not by aio_pika.connect(), so that a failed attempt is closed too (an
+            # unclosed one would try to close itself later from whatever thread collects it).
+            connection: AbstractConnection = aio_pika.Connection(make_url(self._url))
             try:
-                connection = await aio_pika.connect(self._url, timeout=_CONNECT_TIMEOUT)
+                await connection.connect(timeout=_CONNECT_TIMEOUT)
                 channel = await connection.channel(publisher_confirms=False)
-                exchanges = {
-                    name: await channel.declare_exchange(
-                        name, aio_pika.ExchangeType.TOPIC, durable=True
-                    )
-                    for name in self._names
-                }
+                for name in self._names:
+                    await channel.declare_exchange(name, aio_pika.ExchangeType.TOPIC, durable=True)
+                raw = await channel.get_underlay_channel()
             except asyncio.CancelledError:
-                if connection is not None:
-                    await _close_quietly(connection)
+                await _close_quietly(connection)
                 raise
             except Exception as exc:
-                log.debug("Pulse broker %s unreachable: %s", self.display_url, type(exc).__name__)
-                if connection is not None:
-                    await _close_quietly(connection)
+                if not outage:
+                    log.warning("Pulse broker %s unreachable (%s): retrying; messages until then "
+                                "are lost", self.display_url, type(exc).__name__)
+                outage = True
+                await _close_quietly(connection)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _BACKOFF_MAX)
                 continue
-            delay = _BACKOFF_FIRST
+            if outage:
+                log.warning("Pulse broker %s reachable again", self.display_url)
+            delay, outage = _BACKOFF_FIRST, False
             self._down.clear()
             connection.close_callbacks.add(lambda *_: self._down.set())
-            self._exchanges = exchanges
+            self._channel = raw
+            # aiormq's `wait=False` hands a message to the writer without awaiting each write's
+            # drain: about twice the throughput; order is kept by the channel's write queue.
+            accepts = inspect.signature(raw.basic_publish).parameters
+            self._no_wait = {"wait": False} if "wait" in accepts else {}
             self.counts["connects"] += 1
             self._connected.set()
             try:
                 await self._down.wait()
+                outage = True
+                log.warning("Pulse broker %s connection lost: reconnecting", self.display_url)
             finally:
                 self._connected.clear()
-                self._exchanges = None
+                self._channel = None
                 await _close_quietly(connection)
 
     async def _pump(self) -> None:
@@ -276,20 +311,22 @@ class PulsePublisher:
             self._controls.remove(ctl)
 
     async def _send(self, message: Outgoing) -> None:
-        exchanges = self._exchanges
-        if exchanges is None:
+        channel = self._channel
+        if channel is None:
             self.counts["lost"] += 1
             return
-        headers: dict[str, Any] | None = {"CC": list(message.cc)} if message.cc else None
-        amqp = aio_pika.Message(
-            json.dumps(message.body, separators=(",", ":")).encode(),
+        properties = aiormq.spec.Basic.Properties(
             content_type="application/json",
             content_encoding="utf-8",
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            headers=headers,
+            delivery_mode=2,  # persistent, as the queue service publishes
+            headers={"CC": list(message.cc)} if message.cc else None,
         )
+        body = json.dumps(message.body, separators=(",", ":")).encode()
         try:
-            await exchanges[message.exchange].publish(amqp, message.routing_key)
+            await channel.basic_publish(
+                body, exchange=message.exchange, routing_key=message.routing_key,
+                properties=properties, mandatory=False, **self._no_wait,
+            )
         except Exception as exc:
             log.debug("Pulse publish failed: %s", type(exc).__name__)
             self.counts["lost"] += 1
@@ -324,6 +361,21 @@ class PulsePublisher:
         return f"PulsePublisher({self.display_url}, {state})"
 
 
+class _OneWarningPerOutage(logging.Filter):
+    """aiormq logs an error at each failed connection attempt; the publisher says it once."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.threadName != _THREAD
+
+
+logging.getLogger("aiormq.connection").addFilter(_OneWarningPerOutage())
+
+
 async def _close_quietly(connection: AbstractConnection) -> None:
-    with contextlib.suppress(Exception):
-        await connection.close()
+    """Close, even a broken connection: a second close() only marks it closed."""
+    for _ in range(2):
+        try:
+            await connection.close()
+            return
+        except Exception:
+            continue
