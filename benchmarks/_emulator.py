@@ -6,10 +6,11 @@ import subprocess
 import sys
 
 
-def start_emulator() -> tuple[subprocess.Popen[str], str]:
-    """Start ``python -m reactive_tasks.emulator`` on a free port; the process and its URL."""
+def start_emulator(*options: str) -> tuple[subprocess.Popen[str], str]:
+    """Start ``python -m reactive_tasks.emulator`` on a free port (with any further command
+    line ``options``, such as ``--pulse URL``); the process and its URL."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "reactive_tasks.emulator", "--port", "0"],
+        [sys.executable, "-m", "reactive_tasks.emulator", "--port", "0", *options],
         stdout=subprocess.PIPE,
         text=True,
     )

@@ -2,7 +2,8 @@
 
 Every backend owns a ``Secrets`` register (its keys, tokens, header values, URL path keys); text
 that leaves the library (exception messages, log records, including the records that httpx,
-httpcore, aiohttp, mohawk and asyncio write on its behalf) is scrubbed against every live register.
+httpcore, aiohttp, mohawk, asyncio, aio-pika and aiormq write on its behalf) is scrubbed against
+every live register.
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ _BENIGN_HEADERS = frozenset({"accept", "accept-encoding", "content-type", "user-
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>()\[\]{}]+")
 _HAWK = re.compile(r"\bHawk\s+(?=(?:id|mac|ts|nonce|hash|ext|app|dlg)=)[^\n]*", re.I)
 _HAWK_FIELDS = re.compile(r"\b(mac|hash|ext|bewit)=\"?[^\s\",]+\"?", re.I)
-_LOGGERS = ("httpx", "httpcore", "aiohttp", "mohawk", "asyncio", "reactive_tasks")
+_LOGGERS = (
+    "httpx", "httpcore", "aiohttp", "mohawk", "asyncio", "reactive_tasks", "aio_pika", "aiormq",
+)
 _MAX_LITERALS = 256
 
 _names: set[str] = set(SIGNED_URL_PARAMS)

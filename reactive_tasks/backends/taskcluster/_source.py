@@ -222,6 +222,11 @@ class TaskclusterSource(Backend[TaskclusterStatus]):
             raise self.protocol_error(f"the answer is about task {status.taskId!r}", ref.task_id)
         return status
 
+    def read_pushed(self, body: bytes) -> TaskclusterStatus:
+        """The status a Pulse task message carries (``{"version": 1, "status": ...}``): the
+        same model a poll reads; anything else is a ``ProtocolError``."""
+        return self.parse(_StatusAnswer, body).status
+
     # -- many tasks --------------------------------------------------------------------------
 
     def fetch_many(
