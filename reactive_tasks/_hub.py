@@ -313,6 +313,20 @@ class PollHub(Generic[S]):
                 watch.next_due = due
                 self._push(watch)
 
+    def feed_bound(self, refs: Sequence[TaskRef]) -> None:
+        """Tasks bound only now, while the feed is live: read each once more, in the next
+        round (the others keep their schedule)."""
+        now = self._loop.time()
+        for ref in refs:
+            watch = self._watches.get(ref)
+            if watch is None or watch.closed or watch.failures:
+                continue
+            if watch.in_flight:
+                watch.recheck = True
+            elif now < watch.next_due:
+                watch.next_due = now
+                self._push(watch)
+
     def feed_snapshot(self, ref: TaskRef, snapshot: Any) -> None:
         """A pushed answer: read exactly like a poll's, without touching the watch's polls."""
         watch = self._watches.get(ref)

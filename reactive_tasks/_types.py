@@ -154,6 +154,10 @@ class FeedSink(Protocol):
     def feed_snapshot(self, ref: TaskRef, snapshot: Any) -> None:
         """A pushed snapshot of ``ref``: the same validated model ``fetch_many`` yields."""
 
+    def feed_bound(self, refs: Sequence[TaskRef]) -> None:
+        """``refs`` were bound while the feed was live: each is read once more, since a change
+        between its first poll and its binding reached neither input."""
+
 
 class Feed(Protocol):
     """A push input beside the polls of one backend on one loop (Pulse, chain logs).

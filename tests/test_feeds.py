@@ -229,6 +229,30 @@ async def test_a_feed_coming_up_reconciles_every_task_in_one_batch(
     assert sorted(feed.unwatched) == sorted(ids)
 
 
+async def test_tasks_bound_while_live_are_read_once_more_and_no_others(
+    emulator: EmulatorClient,
+) -> None:
+    """A task bound after its first poll may have changed in between: only it is read again."""
+    script = [{**step("running", polls=None), "seconds": 0.5}, step("completed")]
+    late, other = emulator.create_tasks("taskcluster", 2, script)
+    async with PushedTaskcluster(emulator.api_url("taskcluster"), policy=SLOW) as backend:
+        watchers = [Watcher(backend, task, SLOW) for task in (late, other)]
+        _, sink = await running_feed(backend)
+        sink.feed_live(True)
+        for watcher in watchers:
+            await watcher.until(lambda w=watcher: len(w.events) == 1)  # type: ignore[misc]
+        await asyncio.sleep(0.8)  # both complete at the server before ``late`` was bound
+        before = {task: await polls_of(emulator, task) for task in (late, other)}
+        sink.feed_bound([TaskRef(late)])
+        await watchers[0].until(lambda: watchers[0].completed)
+        await asyncio.sleep(0.3)
+        assert await polls_of(emulator, late) == before[late] + 1
+        assert await polls_of(emulator, other) == before[other], "the others keep their schedule"
+        assert watchers[0].seen == [("poll", "running", 1), ("poll", "completed", 1)]
+        assert len(watchers[1].events) == 1
+        watchers[1].sub.dispose()
+
+
 async def test_a_poll_in_flight_when_the_feed_comes_up_is_checked_again(
     emulator: EmulatorClient,
 ) -> None:

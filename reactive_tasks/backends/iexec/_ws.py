@@ -101,7 +101,7 @@ class LogFeed:
                         live = True
                         failures = 0
                         sink.feed_live(True)
-                        await self._follow(ws, subs, receiving)
+                        await self._follow(ws, subs, receiving, sink)
                     finally:
                         receiving.cancel()
                         with contextlib.suppress(BaseException):
@@ -121,7 +121,7 @@ class LogFeed:
 
     async def _follow(
         self, ws: aiohttp.ClientWebSocketResponse, subs: dict[str, list[str]],
-        receiving: asyncio.Future[Any],
+        receiving: asyncio.Future[Any], sink: FeedSink,
     ) -> None:
         """Resubscribe as watches change, until the connection ends."""
         while True:
@@ -134,7 +134,13 @@ class LogFeed:
                 receiving.result()
                 raise _Lost("the node closed the connection")
             await asyncio.sleep(_COALESCE)
+            before = {i for chunk in subs.values() for i in chunk}
             subs = await self._bind(ws, subs)
+            # Ids subscribed only now: a change between their first poll and the subscription
+            # reached neither input, so the hub reads those once more.
+            fresh = [r for i in self._refs if i not in before for r in self._refs[i]]
+            if fresh:
+                sink.feed_bound(fresh)
 
     async def _bind(
         self, ws: aiohttp.ClientWebSocketResponse, old: dict[str, list[str]]

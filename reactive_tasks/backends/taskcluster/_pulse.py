@@ -235,13 +235,13 @@ class PulseFeed:
             )
             while not lost.done():
                 self._changed.clear()
-                added = False
-                while await self._bind_missing(raw):  # watches may come while binding
-                    added = True
+                added: list[Topic] = []
+                while fresh := await self._bind_missing(raw):  # watches come while binding
+                    added += fresh
                 if added and self._live:
                     # Tasks bound only now: a change between their first poll and their
-                    # binding would be missed; a down-up makes the hub read them all again.
-                    self._set_live(sink, False)
+                    # binding reached neither input, so the hub reads those once more.
+                    sink.feed_bound([r for t in added for r in self._wanted.get(t, ())])
                 self._set_live(sink, True)
                 if await self._unbind_some(raw):
                     continue  # more to unbind: bind any new watch first
@@ -268,22 +268,22 @@ class PulseFeed:
         except Exception as exc:
             raise BackendError(reason(exc), backend=self._source.name) from None
 
-    async def _bind_missing(self, raw: aiormq.abc.AbstractChannel) -> bool:
-        """Bind every watched task not bound yet; True when there were any.
+    async def _bind_missing(self, raw: aiormq.abc.AbstractChannel) -> list[Topic]:
+        """Bind every watched task not bound yet; the topics bound now.
 
         Bindings are sent without waiting for each answer; the broker handles a channel's
         commands in order, so the answer to the last one (sent waiting) confirms them all.
         """
         missing = [topic for topic in self._wanted if topic not in self._bound]
         if not missing:
-            return False
+            return []
         pairs = [pair for topic in missing for pair in bindings(topic)]
         for exchange, key in pairs[:-1]:
             await raw.queue_bind(self._queue_name, exchange, key, nowait=True)
         exchange, key = pairs[-1]
         await raw.queue_bind(self._queue_name, exchange, key)  # a lost connection ends it
         self._bound.update(missing)
-        return True
+        return missing
 
     async def _unbind_some(self, raw: aiormq.abc.AbstractChannel, most: int = 50) -> bool:
         """Unbind up to ``most`` tasks no longer watched (each unbinding waits for its answer:
