@@ -111,7 +111,7 @@ async def fetch_once(source: Source, ref: TaskRef, policy: PollPolicy) -> TaskEv
     return await call_with_retries(source, ref, read, policy, wrap_unknown=True)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Subscription:
     observer: abc.ObserverBase[Any]
     policy: PollPolicy
@@ -121,7 +121,7 @@ class _Subscription:
     started: float = 0.0
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Watch:
     ref: TaskRef
     started: float
