@@ -78,7 +78,7 @@ class _Unsubscribe(abc.DisposableBase):
             loop.call_soon_threadsafe(self._hub.remove, sub)
 
 
-def _one_off() -> str:
+def _one_off(_: str) -> str:
     return "a one-off read"
 
 
@@ -102,12 +102,12 @@ def observe_coroutine(factory: Callable[[], Awaitable[T]]) -> Observable[T]:
                 raise
             except Exception as exc:
                 if not state["disposed"]:
-                    _run_callback(_one_off, "on_error", observer.on_error, exc)
+                    _run_callback(_one_off, "", "on_error", observer.on_error, exc)
                 return
             if not state["disposed"] and _run_callback(
-                _one_off, "on_next", observer.on_next, value
+                _one_off, "", "on_next", observer.on_next, value
             ):
-                _run_callback(_one_off, "on_completed", observer.on_completed)
+                _run_callback(_one_off, "", "on_completed", observer.on_completed)
 
         def start() -> None:
             if not state["disposed"]:
