@@ -143,7 +143,9 @@ class _Watch:
     batch: asyncio.Task[None] | None = None
     recheck: bool = False  # a feed came up while this poll was in flight: poll again at once
     # the last slim answer's key, with the snapshot, reading and change key read from it
-    answered: tuple[Hashable, tuple[Any, Reading, Hashable]] | None = None
+    # (two fields, not a pair: one long-lived tuple fewer per change of every watch)
+    answered_key: Hashable = None
+    answered: tuple[Any, Reading, Hashable] | None = None
 
 
 class PollHub(Generic[S]):
@@ -602,11 +604,12 @@ def _read_answer(source: Source, watch: _Watch, outcome: Any) -> tuple[Any, Read
     if not isinstance(outcome, Answer):
         return (outcome, *_read(source, watch.ref, outcome))
     answered = watch.answered
-    if answered is not None and answered[0] == outcome.key:
-        return answered[1]
+    if answered is not None and watch.answered_key == outcome.key:
+        return answered
     snapshot = outcome.snapshot()
     read = (snapshot, *_read(source, watch.ref, snapshot))
-    watch.answered = (outcome.key, read)
+    watch.answered_key = outcome.key
+    watch.answered = read
     return read
 
 
