@@ -50,12 +50,14 @@ _BATCHES_IN_FLIGHT = 8  # batches of a source with a batch size polled at once, 
 
 Via = Literal["poll", "push"]
 
+_Event = TaskEvent[Any]  # parametrized once: each ``TaskEvent[Any]`` is a cache look-up
+
 
 def _make_event(
     source: Source, ref: TaskRef, snapshot: Any, reading: Reading, sequence: int,
     via: Via = "poll",
 ) -> TaskEvent[Any]:
-    return TaskEvent[Any](
+    return _Event(
         backend=source.name,
         task_id=ref.task_id,
         kind=reading.state.event_kind,
@@ -111,7 +113,7 @@ async def fetch_once(source: Source, ref: TaskRef, policy: PollPolicy) -> TaskEv
     return await call_with_retries(source, ref, read, policy, wrap_unknown=True)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Subscription:
     observer: abc.ObserverBase[Any]
     policy: PollPolicy
@@ -121,7 +123,7 @@ class _Subscription:
     started: float = 0.0
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Watch:
     ref: TaskRef
     started: float
@@ -141,7 +143,9 @@ class _Watch:
     batch: asyncio.Task[None] | None = None
     recheck: bool = False  # a feed came up while this poll was in flight: poll again at once
     # the last slim answer's key, with the snapshot, reading and change key read from it
-    answered: tuple[Hashable, tuple[Any, Reading, Hashable]] | None = None
+    # (two fields, not a pair: one long-lived tuple fewer per change of every watch)
+    answered_key: Hashable = None
+    answered: tuple[Any, Reading, Hashable] | None = None
 
 
 class PollHub(Generic[S]):
@@ -593,18 +597,18 @@ class PollHub(Generic[S]):
 
     def _call(self, task_id: str, what: str, fn: Callable[..., None], *args: Any) -> bool:
         """Run a subscriber's callback, timing how long it holds the loop; False if it raised."""
-        source = self._source
-
-        def where() -> str:
-            return f"{source.name} task {source.display_id(task_id) if task_id else '?'}"
-
         started = self._loop.time()
         try:
-            return _run_callback(where, what, fn, *args)
+            return _run_callback(self._where, task_id, what, fn, *args)
         finally:
             ended = self._loop.time()
             if ended - started > _STALL:
                 self._stalls.append((started, ended))
+
+    def _where(self, task_id: str) -> str:
+        """Which task a callback's log line is about."""
+        source = self._source
+        return f"{source.name} task {source.display_id(task_id) if task_id else '?'}"
 
 
 def _read_answer(source: Source, watch: _Watch, outcome: Any) -> tuple[Any, Reading, Hashable]:
@@ -614,11 +618,12 @@ def _read_answer(source: Source, watch: _Watch, outcome: Any) -> tuple[Any, Read
     if not isinstance(outcome, Answer):
         return (outcome, *_read(source, watch.ref, outcome))
     answered = watch.answered
-    if answered is not None and answered[0] == outcome.key:
-        return answered[1]
+    if answered is not None and watch.answered_key == outcome.key:
+        return answered
     snapshot = outcome.snapshot()
     read = (snapshot, *_read(source, watch.ref, snapshot))
-    watch.answered = (outcome.key, read)
+    watch.answered_key = outcome.key
+    watch.answered = read
     return read
 
 
@@ -633,11 +638,12 @@ def _shared_policy(subs: Sequence[_Subscription]) -> PollPolicy:
 
 
 def _run_callback(
-    where: Callable[[], str], what: str, fn: Callable[..., None], *args: Any
+    where: Callable[[str], str], task_id: str, what: str, fn: Callable[..., None], *args: Any
 ) -> bool:
     """Run a subscriber's callback so that it cannot break the engine; False if it raised.
 
-    Its exception is logged (naming ``where()`` and the callback, never the event). ``SystemExit``
+    Its exception is logged (naming ``where(task_id)`` and the callback, never the event; the
+    name is built only then, so that the common case allocates nothing). ``SystemExit``
     and ``KeyboardInterrupt`` are contained too on the library's own background loop thread,
     where they would only end that thread and strand every other stream; on the caller's own
     loop they propagate, as they would from any of the caller's code.
@@ -648,7 +654,7 @@ def _run_callback(
     except Exception as exc:
         logger.error(
             "%s: a subscriber's %s callback raised %s; that subscription is disposed",
-            where(), what, type(exc).__name__, exc_info=True,
+            where(task_id), what, type(exc).__name__, exc_info=True,
         )
     except (SystemExit, KeyboardInterrupt) as exc:
         if not on_background_loop():
@@ -656,7 +662,7 @@ def _run_callback(
         logger.error(
             "%s: a subscriber's %s callback raised %s on the background loop thread; "
             "that subscription is disposed, the loop goes on",
-            where(), what, type(exc).__name__, exc_info=True,
+            where(task_id), what, type(exc).__name__, exc_info=True,
         )
     return False
 

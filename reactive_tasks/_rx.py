@@ -45,22 +45,40 @@ def observe_ref(
             hub.add(ref, sub)
         else:
             loop.call_soon_threadsafe(hub.add, ref, sub)
-
-        def dispose() -> None:
-            if sub.disposed and sub.watch is None:
-                return
-            sub.disposed = True
-            if in_loop_thread(loop):
-                hub.remove(sub)
-            elif not loop.is_closed():
-                loop.call_soon_threadsafe(hub.remove, sub)
-
-        return Disposable(dispose)
+        return _Unsubscribe(loop, hub, sub)
 
     return reactivex.create(subscribe)
 
 
-def _one_off() -> str:
+class _Unsubscribe(abc.DisposableBase):
+    """Disposes one subscription of ``observe_ref`` from any thread (idempotent).
+
+    One slotted object per watch instead of a closure, its cells and a locked ``Disposable``:
+    thousands of watches stay long-lived, and every object among them is scanned by each full
+    garbage collection.
+    """
+
+    __slots__ = ("_hub", "_loop", "_sub")
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, hub: PollHub[Any], sub: _Subscription
+    ) -> None:
+        self._loop = loop
+        self._hub = hub
+        self._sub = sub
+
+    def dispose(self) -> None:
+        sub, loop = self._sub, self._loop
+        if sub.disposed and sub.watch is None:
+            return
+        sub.disposed = True
+        if in_loop_thread(loop):
+            self._hub.remove(sub)
+        elif not loop.is_closed():
+            loop.call_soon_threadsafe(self._hub.remove, sub)
+
+
+def _one_off(_: str) -> str:
     return "a one-off read"
 
 
@@ -84,12 +102,12 @@ def observe_coroutine(factory: Callable[[], Awaitable[T]]) -> Observable[T]:
                 raise
             except Exception as exc:
                 if not state["disposed"]:
-                    _run_callback(_one_off, "on_error", observer.on_error, exc)
+                    _run_callback(_one_off, "", "on_error", observer.on_error, exc)
                 return
             if not state["disposed"] and _run_callback(
-                _one_off, "on_next", observer.on_next, value
+                _one_off, "", "on_next", observer.on_next, value
             ):
-                _run_callback(_one_off, "on_completed", observer.on_completed)
+                _run_callback(_one_off, "", "on_completed", observer.on_completed)
 
         def start() -> None:
             if not state["disposed"]:

@@ -79,8 +79,7 @@ class Answer(Generic[S]):
 
     def map(self, fn: Callable[[S], T], key: Hashable | None = None) -> Answer[T]:
         """An answer whose snapshot is ``fn`` of this one's, keyed by ``key`` (default: ours)."""
-        build = self._build
-        return Answer(self.key if key is None else key, self._raw, lambda raw: fn(build(raw)))
+        return Answer(self.key if key is None else key, self._raw, _Then(self._build, fn))
 
     def __repr__(self) -> str:
         return f"Answer(key={self.key!r})"
@@ -88,6 +87,19 @@ class Answer(Generic[S]):
 
 def _same(snapshot: T) -> T:
     return snapshot
+
+
+class _Then(Generic[S, T]):
+    """``fn(build(raw))``: a slotted object rather than a closure, one per mapped answer."""
+
+    __slots__ = ("_build", "_fn")
+
+    def __init__(self, build: Callable[[Any], S], fn: Callable[[S], T]) -> None:
+        self._build = build
+        self._fn = fn
+
+    def __call__(self, raw: Any) -> T:
+        return self._fn(self._build(raw))
 
 
 def snapshot_of(outcome: S | Answer[S]) -> S:

@@ -23,7 +23,7 @@ from ..._models import TaskState
 from ..._policy import PollPolicy
 from ..._reply import HttpReply
 from ..._types import Answer
-from .._answers import each_entry, next_page, paced, slim_reader
+from .._answers import each_entry, next_page, paced, parse_page, slim_reader
 from .._base import Backend, Reading, TaskRef
 from ._auth import HawkAuth, TaskclusterCredentials
 
@@ -265,7 +265,7 @@ class TaskclusterSource(Backend[TaskclusterStatus]):
             self._batch_retry_at = None
             if response.status_code != 200:
                 raise self.protocol_error(f"batch status: {self._explain(response)}")
-            page = self.parse(_BatchAnswer, response.content)
+            page = parse_page(self, _BatchAnswer, response.content)
             entries = each_entry(
                 self, page.statuses, _BatchEntry, key=lambda raw: raw["taskId"],
                 wanted={task_id: task_id for task_id in pending}, what="the batch status answer",
