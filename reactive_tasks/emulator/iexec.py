@@ -54,7 +54,7 @@ from ._chain import Ledger
 from ._client import EmulatorClient
 from ._faults import Fault
 from ._sockets import chain_routes
-from ._state import ScriptedTask, Step, StepView
+from ._state import ScriptedTask, Step, StepView, StoreWatch
 from ._wallet import WALLET_METHODS, Execution, NodeError, Wallet, wallet_call
 
 __all__ = [
@@ -280,6 +280,7 @@ class _Chain:
         self.ctx = ctx
         self._deals: dict[str, _Deal] = {}
         self.cids: dict[str, str] = {}  # result archive CID -> task id
+        self.moved = StoreWatch(ctx.tasks)
 
     def deal_of_task(self, task: ScriptedTask) -> str:
         deal_id = task.extra.get("deal_id")
@@ -335,9 +336,11 @@ class _Chain:
             if status == _status_of(task.peek().fields) and since < low:
                 task.read()
 
-    def statuses(self) -> list[tuple[str, int]]:
-        """(id, on-chain status) of every task now: what the ledger scans for changes."""
-        return [(task.id, self.status_of(task, task.peek())) for task in self.ctx.tasks.tasks()]
+    def changes(self) -> tuple[bool, list[tuple[str, int]]]:
+        """(id, on-chain status) of the tasks that may have moved since the ledger last asked
+        (all of them with the flag set): a block costs what changed, not every task."""
+        every, moved = self.moved.changed()
+        return every, [(task.id, self.status_of(task, view)) for task, view in moved]
 
     def status_of(self, task: ScriptedTask, view: StepView) -> int:
         """The task's on-chain status: its script's, or FAILED once claimed."""
@@ -496,7 +499,7 @@ def _result(call_id: Any, value: Any) -> dict[str, Any]:
 def routes(ctx: ApiContext) -> Sequence[BaseRoute]:
     """The JSON-RPC node (`POST /rpc`) and the IPFS gateway (`GET /ipfs/{cid}`)."""
     chain = _Chain(ctx)
-    ledger = Ledger(HUB_ADDRESS, chain.statuses, chain.describe)
+    ledger = Ledger(HUB_ADDRESS, chain.changes, chain.describe)
     wallet = Wallet(
         CHAIN_ID, ledger, lambda _sender, to, data, tx: chain.execute(ledger, to, data, tx)
     )
