@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import bisect
 import functools
+import hashlib
 import json
 import threading
 import time
@@ -296,7 +297,7 @@ class Ledger:
     ) -> list[LogEntry]:
         if block != self._filling:
             self._filling, self._next_index = block, 0
-        tx = tx_hash or "0x" + _keccak(f"tx:{task_id}:{block}".encode()).hex()
+        tx = tx_hash or "0x" + hashlib.sha256(f"tx:{task_id}:{block}".encode()).hexdigest()
         out = []
         for event, args in events:
             address, topics, data = event_log(self.address, event, args)

@@ -35,6 +35,7 @@ default -32000) or, with `body={"result": "0x..."}`, with that raw result.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -126,6 +127,13 @@ def _keccak(data: bytes) -> bytes:
     return digest
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def _made_up(label: bytes, task_id: str) -> bytes:
+    """A task's made-up 32-byte value (consensus, contribution, deal id): deterministic, and
+    cheap for a block that moves many tasks (sha-256; nothing checks how a hub derived it)."""
+    return hashlib.sha256(label + task_id.encode()).digest()
+
+
 def _encode(types: Sequence[str], values: Sequence[Any]) -> bytes:
     from eth_abi.abi import encode
 
@@ -164,6 +172,12 @@ def _selectors() -> dict[bytes, str]:
             "final_deadline_ratio()",
         )
     }
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _deal_of(task_id: str) -> str:
+    """The deal id of a task created without one."""
+    return "0x" + _keccak(b"deal:" + bytes.fromhex(task_id[2:])).hex()
 
 
 def task_id_of(deal_id: str, idx: int) -> str:
@@ -307,7 +321,7 @@ class _Chain:
     def deal_of_task(self, task: ScriptedTask) -> str:
         deal_id = task.extra.get("deal_id")
         if deal_id is None:
-            return "0x" + _keccak(b"deal:" + bytes.fromhex(task.id[2:])).hex()
+            return _deal_of(task.id)
         return str(deal_id).lower()
 
     def _cached(self, deal_id: str) -> _Deal | None:
@@ -398,7 +412,7 @@ class _Chain:
         initialize, contribute + consensus, reveal + finalize; reopen; claim)."""
         task = self.ctx.tasks.get(task_id)
         raw = bytes.fromhex(task_id[2:])
-        consensus = _keccak(b"consensus:" + task_id.encode())
+        consensus = _made_up(b"consensus:", task_id)
         events: list[tuple[str, list[Any]]] = []
         if old == 0 and new:
             events.append(("TaskInitialize", [raw, _WORKERPOOL]))
@@ -408,7 +422,7 @@ class _Chain:
         if old == 2 and new == 1:
             return [("TaskReopen", [raw])]
         if old == 1 and new >= 2:
-            contribution = _keccak(b"contribution:" + task_id.encode())
+            contribution = _made_up(b"contribution:", task_id)
             events += [("TaskContribute", [raw, _WORKER, contribution]),
                        ("TaskConsensus", [raw, consensus])]
             old = 2
@@ -440,7 +454,7 @@ class _Chain:
         status = self.status_of(task, view)
         ref = deal.time_ref
         decided = status in (2, 3)
-        consensus = _keccak(b"consensus:" + task.id.encode()) if decided else _ZERO32
+        consensus = _made_up(b"consensus:", task.id) if decided else _ZERO32
         results = b""
         if status == 3:
             results = self._results(task, view.fields)
