@@ -236,6 +236,7 @@ class StoreWatch:
     """Which tasks of a store may have moved since the last ask, without looking at the others:
     those created or moved since (the store's listener), and those whose `seconds` step ran out
     (a heap of due times). A watcher's cost per ask follows what changed, not the store's size.
+    Made before the store's tasks: a task tells the listener the store had when it was made.
     """
 
     def __init__(self, store: TaskStore) -> None:
@@ -246,10 +247,13 @@ class StoreWatch:
         self._armed: dict[str, float] = {}  # task id -> the due time in the heap for it
         self._order = itertools.count()
         self._generation = -1  # the first ask sees every task
+        self._peeking = threading.local()  # set while `changed` looks: what it sees is told
         previous = store.listener
         store.listener = self._moved if previous is None else _both(previous, self._moved)
 
     def _moved(self, task: ScriptedTask) -> None:
+        if getattr(self._peeking, "on", False):
+            return  # moved by `changed`'s own look, which returns what it saw
         with self._lock:
             self._touched[task.id] = task
 
@@ -277,7 +281,11 @@ class StoreWatch:
                         touched.setdefault(task.id, task)
                 store = self._store
                 tasks = [t for t in touched.values() if store.get(t.id) is t]
-        out = [(task, task.peek()) for task in tasks]
+        self._peeking.on = True
+        try:
+            out = [(task, task.peek()) for task in tasks]
+        finally:
+            self._peeking.on = False
         for task in tasks:
             self._arm(task)
         return every, out
