@@ -161,10 +161,14 @@ class _Sink:
         self.snapshots.append(snapshot)
 
 
-async def test_a_burst_of_logs_is_read_in_one_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(("batch_size", "sizes"), [(100, [10]), (4, [4, 4, 2])])
+async def test_a_burst_of_logs_is_read_in_one_batch(
+    monkeypatch: pytest.MonkeyPatch, batch_size: int, sizes: list[int]
+) -> None:
     monkeypatch.setattr(_ws, "_QUIET", 0.5)  # the burst's messages come well within this
     monkeypatch.setattr(_ws, "_BURST", 5.0)
-    backend = IExecBackend("http://127.0.0.1:9/rpc", HUB_ADDRESS, ws_url="ws://127.0.0.1:9/rpc")
+    backend = IExecBackend("http://127.0.0.1:9/rpc", HUB_ADDRESS,
+                           ws_url="ws://127.0.0.1:9/rpc", batch_size=batch_size)
     feed = _ws.LogFeed(backend, "ws://127.0.0.1:9/rpc")
     ids = [f"0x{i:064x}" for i in range(1, 11)]
     for task_id in ids:
@@ -189,6 +193,8 @@ async def test_a_burst_of_logs_is_read_in_one_batch(monkeypatch: pytest.MonkeyPa
             }}, _Sink())
             await asyncio.sleep(0)  # each message its own network read: the loop runs between
         await asyncio.wait_for(done.wait(), 5)
-        assert batches == [ids]  # one viewTask batch for the burst, not one per message
+        # one viewTask batch for the burst, not one per message; a long one per full batch
+        assert [len(b) for b in batches] == sizes
+        assert [task_id for b in batches for task_id in b] == ids
     finally:
         await backend.aclose()

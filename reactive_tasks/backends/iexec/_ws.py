@@ -34,9 +34,9 @@ logger = logging.getLogger("reactive_tasks.iexec.ws")
 _COALESCE = 0.005  # watches changing within this many seconds share one resubscription
 #: The logs of a block come as a burst of messages: its tasks are read together once no log
 #: came for _QUIET seconds (at most _BURST after the first), in one ``viewTask`` batch rather
-#: than one per network read.
+#: than one per network read; a long burst starts a read at each full batch (``batch_size``).
 _QUIET = 0.002
-_BURST = 0.02
+_BURST = 0.01
 _MAX_BACKOFF = 30.0
 _CALL_TIMEOUT = 10.0
 _HEARTBEAT = 30.0
@@ -225,7 +225,12 @@ class LogFeed:
         for ref in self._refs.get(task_id or "", ()):
             block = log.block or 0
             self._to_read[ref] = max(self._to_read.get(ref, 0), block)
-        if self._to_read:
+        if len(self._to_read) >= self._backend.batch_size:
+            if self._flush_at is not None:
+                self._flush_at.cancel()
+                self._flush_at = None
+            self._read_named(sink)
+        elif self._to_read:
             loop = asyncio.get_running_loop()
             now = loop.time()
             if self._flush_at is None:
@@ -243,6 +248,9 @@ class LogFeed:
             self._flush_at = loop.call_at(quiet_at, self._flush, sink)
             return
         self._flush_at = None
+        self._read_named(sink)
+
+    def _read_named(self, sink: FeedSink) -> None:
         named, self._to_read = self._to_read, {}
         if named:
             reader = asyncio.ensure_future(self._read(sink, named))
