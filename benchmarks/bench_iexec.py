@@ -8,7 +8,8 @@ The emulator runs in its own process (blocks every ``--block-time`` s); this pro
    left out of the averages.
 2. Delivery latency: the same tasks watched with ``observe``, 5 % changing every ``--period`` s;
    for each change, the time from the landing of the block holding its logs (the emulator's clock
-   stamps it) to the event (its ``observed_at``), with ``ws_url`` (push) and with polls only
+   stamps it) to the event's arrival in the subscriber's callback (stamped there, with the same
+   wall clock), with ``ws_url`` (push) and with polls only
    (logs rounds every ``--interval`` s). A bystander subscribes to new heads so that the emulator
    mines every block on time in both runs.
 
@@ -121,7 +122,7 @@ async def latency(url: str, client: EmulatorClient, args: Any, push: bool) -> di
     received: dict[str, float] = {}
     subs = [
         backend.observe(i).subscribe(
-            lambda e: received.__setitem__(e.task_id, e.observed_at.timestamp())
+            lambda e: received.__setitem__(e.task_id, time.time())
             if e.native_status == "REVEALING" else None
         )
         for i in ids

@@ -12,10 +12,13 @@ import aiohttp
 import httpx
 import pytest
 from Crypto.Hash import keccak
-from eth_abi.abi import decode
+from eth_abi.abi import decode, encode
 
+from reactive_tasks.backends.iexec._abi import TASK_TYPE
 from reactive_tasks.emulator import EmulatorClient
-from reactive_tasks.emulator.iexec import HUB_ADDRESS
+from reactive_tasks.emulator._chain import BlockClock, Ledger
+from reactive_tasks.emulator._state import StoreWatch, TaskStore, compile_steps
+from reactive_tasks.emulator.iexec import HUB_ADDRESS, encode_task
 
 SIGNATURES = {
     "TaskInitialize": "TaskInitialize(bytes32,address)",
@@ -214,3 +217,69 @@ async def test_drop_closes_every_socket(emulator: EmulatorClient) -> None:
 def _restore_block_time(emulator: EmulatorClient) -> Any:
     yield
     set_block_time(emulator, 1.0)
+
+
+# -- mining looks only at what may have moved ----------------------------------------------
+
+
+def test_store_watch_tells_only_the_tasks_that_may_have_moved() -> None:
+    store = TaskStore()
+    watch = StoreWatch(store)
+    polled = store.add("polled", compile_steps([{"status": 1, "polls": 1}, {"status": 2}]))
+    timed = store.add("timed", compile_steps([{"status": 1, "seconds": 0.05}, {"status": 2}]))
+    store.add("still", compile_steps([{"status": 1}]))
+    every, seen = watch.changed()
+    assert every and {t.id for t, _ in seen} == {"polled", "timed", "still"}
+    assert watch.changed() == (False, [])  # nothing moved, nothing looked at
+    polled.read()  # its poll step is used up: it moved
+    assert [(t.id, v.fields["status"]) for t, v in watch.changed()[1]] == [("polled", 2)]
+    time.sleep(0.06)  # the timed step ran out while nobody read it: its clock tells
+    assert [(t.id, v.fields["status"]) for t, v in watch.changed()[1]] == [("timed", 2)]
+    assert timed.peek().fields["status"] == 2
+    assert watch.changed() == (False, [])
+    store.add("new", compile_steps([{"status": 1}]))
+    assert [t.id for t, _ in watch.changed()[1]] == ["new"]
+    store.clear()
+    store.add("after", compile_steps([{"status": 3}]))
+    every, seen = watch.changed()  # cleared: every task again, the forgotten ones gone
+    assert every and [t.id for t, _ in seen] == ["after"]
+
+
+def test_ledger_mines_the_changes_it_is_told_and_keeps_the_rest() -> None:
+    told: list[tuple[bool, list[tuple[str, int]]]] = []
+    a, b = "0x" + "0a" * 32, "0x" + "0b" * 32
+    clock = BlockClock(0.01)
+    ledger = Ledger(HUB_ADDRESS, lambda: told.pop(0) if told else (False, []),
+                    lambda _id, old, new: [("TaskInitialize", [bytes(32), HUB_ADDRESS])],
+                    clock)
+
+    def next_block() -> int:
+        head = ledger.mined
+        while clock.head() <= head:
+            time.sleep(0.002)
+        return ledger.sync()
+
+    told.append((True, [(a, 1), (b, 1)]))
+    first = next_block()
+    assert ledger.announced(a) == (1, first) and ledger.announced(b) == (1, first)
+    told.append((False, [(a, 2)]))
+    second = next_block()
+    assert ledger.announced(a) == (2, second)
+    assert ledger.announced(b) == (1, first)  # not told: as it was
+    assert len(ledger.get_logs({"fromBlock": hex(second)})) == 1
+    told.append((True, [(a, 2)]))  # every task: b is gone
+    next_block()
+    assert ledger.announced(a) == (2, second) and ledger.announced(b) == (0, -1)
+
+
+def test_view_task_encoding_is_eth_abis() -> None:
+    tasks = [
+        (0, bytes(32), 0, 0, 0, 0, 0, bytes(32), 0, 0, [], bytes(32), b"", 0, b""),
+        (2, b"\x01" * 32, 3, 300, 1, 2, 3, b"\x02" * 32, 0, 1,
+         ["0x3044e00000000000000000000000000000003044", "0x" + "ab" * 20], bytes(32),
+         b'{"storage": "ipfs", "location": "/ipfs/Qm"}', 17, b"\x05" * 33),
+        (3, b"\x07" * 32, 1, 2**255, 1, 2, 3, b"\x02" * 32, 5, 1, [], b"\x09" * 32, b"x" * 64,
+         17, b"\x05" * 32),
+    ]
+    for task in tasks:
+        assert encode_task(task) == encode([TASK_TYPE], [task])

@@ -12,7 +12,9 @@ import httpx
 import pytest
 
 from reactive_tasks import ConfigurationError, PollPolicy, aiter
-from reactive_tasks.backends.iexec import IExecBackend
+from reactive_tasks.backends import TransientFault
+from reactive_tasks.backends.iexec import IExecBackend, _ws
+from reactive_tasks.backends.iexec._logs import task_topics
 from reactive_tasks.emulator import EmulatorClient
 from reactive_tasks.emulator.iexec import HUB_ADDRESS, create_deal
 
@@ -147,3 +149,53 @@ async def test_connection_errors_never_show_the_key(caplog: pytest.LogCaptureFix
     assert "connection lost" in caplog.text
     assert key not in caplog.text
     await backend.aclose()
+
+
+class _Sink:
+    def __init__(self) -> None:
+        self.snapshots: list[Any] = []
+
+    def feed_live(self, live: bool) -> None:
+        pass
+
+    def feed_snapshot(self, ref: Any, snapshot: Any) -> None:
+        self.snapshots.append(snapshot)
+
+
+@pytest.mark.parametrize(("batch_size", "sizes"), [(100, [10]), (4, [4, 4, 2])])
+async def test_a_burst_of_logs_is_read_in_one_batch(
+    monkeypatch: pytest.MonkeyPatch, batch_size: int, sizes: list[int]
+) -> None:
+    monkeypatch.setattr(_ws, "_QUIET", 0.5)  # the burst's messages come well within this
+    monkeypatch.setattr(_ws, "_BURST", 5.0)
+    backend = IExecBackend("http://127.0.0.1:9/rpc", HUB_ADDRESS,
+                           ws_url="ws://127.0.0.1:9/rpc", batch_size=batch_size)
+    feed = _ws.LogFeed(backend, "ws://127.0.0.1:9/rpc")
+    ids = [f"0x{i:064x}" for i in range(1, 11)]
+    for task_id in ids:
+        feed.watch(backend.task_ref(task_id))
+    batches: list[list[str]] = []
+    done = asyncio.Event()
+
+    async def read_tasks(chunk: list[Any]) -> list[tuple[Any, BaseException]]:
+        batches.append([ref.task_id for ref in chunk])
+        if sum(map(len, batches)) == len(ids):
+            done.set()
+        return [(ref, TransientFault("not read here")) for ref in chunk]
+
+    monkeypatch.setattr(backend, "_read_tasks", read_tasks)
+    consensus = task_topics()[2]
+    try:
+        for task_id in ids:
+            feed._dispatch({"jsonrpc": "2.0", "method": "eth_subscription", "params": {
+                "subscription": "0x1",
+                "result": {"address": HUB_ADDRESS, "topics": [consensus, task_id],
+                           "blockNumber": "0x10", "removed": False},
+            }}, _Sink())
+            await asyncio.sleep(0)  # each message its own network read: the loop runs between
+        await asyncio.wait_for(done.wait(), 5)
+        # one viewTask batch for the burst, not one per message; a long one per full batch
+        assert [len(b) for b in batches] == sizes
+        assert [task_id for b in batches for task_id in b] == ids
+    finally:
+        await backend.aclose()

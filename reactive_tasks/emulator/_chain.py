@@ -2,19 +2,22 @@
 
 Blocks land every ``block_time`` seconds of wall time. The chain is mined lazily: whoever asks
 (a JSON-RPC call, a WebSocket subscription waking at a block boundary) first mines every block
-up to now, which scans the hub's tasks for status changes and records their event logs in the
-head block. Transactions (``record``) put their logs in the next block. A reorg (``reorg``)
-announces copies of a task's latest logs with ``removed: true``.
+up to now, which looks at the hub's tasks that may have moved since the last mined block (not
+at every task) and records their event logs, encoded once, in the head block. Transactions
+(``record``) put their logs in the next block. A reorg (``reorg``) announces copies of a
+task's latest logs with ``removed: true``.
 """
 
 from __future__ import annotations
 
 import bisect
 import functools
+import hashlib
+import json
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
@@ -50,12 +53,13 @@ def _keccak(data: bytes) -> bytes:
     return digest
 
 
-@functools.cache
+@functools.lru_cache(maxsize=4096)
 def topic_of(event: str) -> str:
     """topic0 of an event of ``EVENTS``: the keccak of its canonical signature."""
     return "0x" + _keccak(EVENTS[event][0].encode()).hex()
 
 
+@functools.lru_cache(maxsize=4096)
 def block_hash(number: int) -> str:
     """The (deterministic) hash of block ``number``."""
     return "0x" + _keccak(b"block:" + number.to_bytes(32, "big")).hex()
@@ -74,6 +78,11 @@ class LogEntry:
     data: str
     tx_hash: str
     removed: bool = False
+    #: The log as JSON text, encoded once when the entry is made (pushes splice it in).
+    text: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "text", json.dumps(self.to_json(), separators=(",", ":")))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -186,21 +195,26 @@ class BlockClock:
 Describe = Callable[[str, int, int], Sequence[tuple[str, Sequence[Any]]]]
 
 
+#: (every, [(task id, status now)]): the tasks that may have moved since the last call; with
+#: ``every`` the list is all the tasks (any other is gone).
+Changes = Callable[[], tuple[bool, Iterable[tuple[str, int]]]]
+
+
 class Ledger:
-    """Blocks and the hub's logs. ``scan`` lists (task id, status) of every task now; a status
-    that moved since the last mined block gets the events ``describe(id, old, new)`` in the
-    block being mined."""
+    """Blocks and the hub's logs. ``changes`` tells which tasks may have moved since the last
+    mined block and their status; a status that moved gets the events
+    ``describe(id, old, new)`` in the block being mined."""
 
     def __init__(
         self,
         address: str,
-        scan: Callable[[], Iterable[tuple[str, int]]],
+        changes: Changes,
         describe: Describe,
         clock: BlockClock | None = None,
     ) -> None:
         self.address = address.lower()
         self.clock = clock or BlockClock()
-        self._scan = scan
+        self._changes = changes
         self._describe = describe
         self._lock = threading.RLock()
         self._statuses: dict[str, int] = {}
@@ -222,15 +236,17 @@ class Ledger:
         with self._lock:
             if head <= self.mined:
                 return self.mined
-            known, self._statuses = self._statuses, {}
-            since, self._since = self._since, {}
-            for task_id, status in self._scan():
+            every, seen = self._changes()
+            known, since = self._statuses, self._since
+            if every:  # the list is all the tasks: forget the others
+                self._statuses, self._since = {}, {}
+            for task_id, status in seen:
                 old = known.get(task_id, 0)
                 self._statuses[task_id] = status
                 if status != old:
                     self._since[task_id] = head
                     self._append(head, task_id, self._describe(task_id, old, status))
-                elif task_id in since:
+                elif every and task_id in since:
                     self._since[task_id] = since[task_id]
             self.mined = head
             return head
@@ -281,7 +297,7 @@ class Ledger:
     ) -> list[LogEntry]:
         if block != self._filling:
             self._filling, self._next_index = block, 0
-        tx = tx_hash or "0x" + _keccak(f"tx:{task_id}:{block}".encode()).hex()
+        tx = tx_hash or "0x" + hashlib.sha256(f"tx:{task_id}:{block}".encode()).hexdigest()
         out = []
         for event, args in events:
             address, topics, data = event_log(self.address, event, args)

@@ -60,8 +60,12 @@ class _Connection:
                 await self.socket.close(_SERVICE_RESTART)
 
     async def _send(self, message: Any) -> None:
+        await self._send_texts([json.dumps(message)])
+
+    async def _send_texts(self, texts: Sequence[str]) -> None:
         async with self._send_lock:
-            await self.socket.send_text(json.dumps(message))
+            for text in texts:
+                await self.socket.send_text(text)
 
     async def _receive(self) -> None:
         with contextlib.suppress(WebSocketDisconnect):
@@ -112,16 +116,20 @@ class _Connection:
             if head <= self.head:
                 continue
             self.position, logs = ledger.since(self.position)
-            out: list[dict[str, Any]] = []
+            out: list[str] = []
             for sub_id in list(self.heads):
-                out += [_note(sub_id, ledger.block(n)) for n in range(self.head + 1, head + 1)]
-            for entry in logs:
-                for sub_id, wanted in list(self.logs.items()):
-                    if wanted.matches(entry):
-                        out.append(_note(sub_id, entry.to_json()))
+                out += [json.dumps(_note(sub_id, ledger.block(n)))
+                        for n in range(self.head + 1, head + 1)]
+            subs = list(self.logs.items())
+            for entry in logs:  # each log's JSON was encoded once, when it was made
+                out += [_NOTE % (sub_id, entry.text) for sub_id, wanted in subs
+                        if wanted.matches(entry)]
             self.head = head
-            for message in out:
-                await self._send(message)
+            await self._send_texts(out)
+
+
+#: A log notification around a subscription id and a log's JSON text.
+_NOTE = '{"jsonrpc":"2.0","method":"eth_subscription","params":{"subscription":"%s","result":%s}}'
 
 
 def _note(sub_id: str, result: Any) -> dict[str, Any]:

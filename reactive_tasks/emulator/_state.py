@@ -5,6 +5,8 @@ Shared by every emulated API; a step's fields are API-specific and opaque here.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -19,6 +21,7 @@ __all__ = [
     "ScriptedTask",
     "Step",
     "StepView",
+    "StoreWatch",
     "TaskStore",
     "compile_steps",
     "step_to_json",
@@ -188,6 +191,8 @@ class TaskStore:
     def __init__(self) -> None:
         self._tasks: dict[str, ScriptedTask] = {}
         self._lock = threading.Lock()
+        #: How many times the store was cleared (a watcher's cue to look at every task again).
+        self.generation = 0
         #: Told of every task created and every step change (the Pulse publisher sets it).
         self.listener: Listener | None = None
 
@@ -218,9 +223,87 @@ class TaskStore:
         """Forget every task."""
         with self._lock:
             self._tasks.clear()
+            self.generation += 1
 
     def __len__(self) -> int:
         return len(self._tasks)
 
     def __iter__(self) -> Iterator[ScriptedTask]:
         return iter(self.tasks())
+
+
+class StoreWatch:
+    """Which tasks of a store may have moved since the last ask, without looking at the others:
+    those created or moved since (the store's listener), and those whose `seconds` step ran out
+    (a heap of due times). A watcher's cost per ask follows what changed, not the store's size.
+    Made before the store's tasks: a task tells the listener the store had when it was made.
+    """
+
+    def __init__(self, store: TaskStore) -> None:
+        self._store = store
+        self._lock = threading.Lock()
+        self._touched: dict[str, ScriptedTask] = {}
+        self._due: list[tuple[float, int, ScriptedTask]] = []
+        self._armed: dict[str, float] = {}  # task id -> the due time in the heap for it
+        self._order = itertools.count()
+        self._generation = -1  # the first ask sees every task
+        self._peeking = threading.local()  # set while `changed` looks: what it sees is told
+        previous = store.listener
+        store.listener = self._moved if previous is None else _both(previous, self._moved)
+
+    def _moved(self, task: ScriptedTask) -> None:
+        if getattr(self._peeking, "on", False):
+            return  # moved by `changed`'s own look, which returns what it saw
+        with self._lock:
+            self._touched[task.id] = task
+
+    def changed(self) -> tuple[bool, list[tuple[ScriptedTask, StepView]]]:
+        """(every, [(task, its step now)]): the tasks that may have moved since the last call,
+        each once, their clocks armed; with ``every`` (the first call, or the store was cleared
+        since) all the tasks."""
+        now = time.monotonic()
+        with self._lock:
+            generation = self._store.generation
+            every = generation != self._generation
+            if every:
+                self._generation = generation
+                self._due.clear()
+                self._armed.clear()
+                self._touched.clear()
+                tasks = self._store.tasks()
+            else:
+                touched = self._touched
+                self._touched = {}
+                while self._due and self._due[0][0] <= now:
+                    when, _, task = heapq.heappop(self._due)
+                    if self._armed.get(task.id) == when:
+                        del self._armed[task.id]
+                        touched.setdefault(task.id, task)
+                store = self._store
+                tasks = [t for t in touched.values() if store.get(t.id) is t]
+        self._peeking.on = True
+        try:
+            out = [(task, task.peek()) for task in tasks]
+        finally:
+            self._peeking.on = False
+        for task in tasks:
+            self._arm(task)
+        return every, out
+
+    def _arm(self, task: ScriptedTask) -> None:
+        """Remember when ``task``'s current step ends by itself (a `seconds` step)."""
+        due = task.due()
+        if due is None:
+            return
+        with self._lock:
+            if self._armed.get(task.id) != due:
+                self._armed[task.id] = due
+                heapq.heappush(self._due, (due, next(self._order), task))
+
+
+def _both(first: Listener, second: Listener) -> Listener:
+    def tell(task: ScriptedTask) -> None:
+        first(task)
+        second(task)
+
+    return tell

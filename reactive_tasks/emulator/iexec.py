@@ -35,6 +35,7 @@ default -32000) or, with `body={"result": "0x..."}`, with that raw result.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -54,7 +55,7 @@ from ._chain import Ledger
 from ._client import EmulatorClient
 from ._faults import Fault
 from ._sockets import chain_routes
-from ._state import ScriptedTask, Step, StepView
+from ._state import ScriptedTask, Step, StepView, StoreWatch
 from ._wallet import WALLET_METHODS, Execution, NodeError, Wallet, wallet_call
 
 __all__ = [
@@ -64,6 +65,7 @@ __all__ = [
     "FINAL_DEADLINE_RATIO",
     "HUB_ADDRESS",
     "create_deal",
+    "encode_task",
     "routes",
     "task_id_of",
 ]
@@ -125,11 +127,39 @@ def _keccak(data: bytes) -> bytes:
     return digest
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def _made_up(label: bytes, task_id: str) -> bytes:
+    """A task's made-up 32-byte value (consensus, contribution, deal id): deterministic, and
+    cheap for a block that moves many tasks (sha-256; nothing checks how a hub derived it)."""
+    return hashlib.sha256(label + task_id.encode()).digest()
+
+
 def _encode(types: Sequence[str], values: Sequence[Any]) -> bytes:
     from eth_abi.abi import encode
 
     encoded: bytes = encode(list(types), list(values))
     return encoded
+
+
+def encode_task(task: Sequence[Any]) -> bytes:
+    """``viewTask``'s result for a task tuple (of ``_TASK_TYPE``), laid out as eth-abi does
+    it, written word by word: a read of many tasks must not cost a general encoder's time."""
+
+    def word(value: int) -> bytes:
+        return value.to_bytes(32, "big")
+
+    def tail(raw: bytes) -> bytes:  # a ``bytes`` member: length, then the data padded
+        return word(len(raw)) + raw + bytes(-len(raw) % 32)
+
+    contributors = b"".join(bytes(12) + bytes.fromhex(a[2:]) for a in task[10])
+    tails = (word(len(task[10])) + contributors, tail(bytes(task[12])), tail(bytes(task[14])))
+    at_10 = 15 * 32
+    at_12 = at_10 + len(tails[0])
+    at_14 = at_12 + len(tails[1])
+    head = [word(task[0]), bytes(task[1]), *(word(v) for v in task[2:7]), bytes(task[7]),
+            word(task[8]), word(task[9]), word(at_10), bytes(task[11]), word(at_12),
+            word(task[13]), word(at_14)]
+    return word(32) + b"".join(head) + b"".join(tails)
 
 
 def _selectors() -> dict[bytes, str]:
@@ -142,6 +172,12 @@ def _selectors() -> dict[bytes, str]:
             "final_deadline_ratio()",
         )
     }
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _deal_of(task_id: str) -> str:
+    """The deal id of a task created without one."""
+    return "0x" + _keccak(b"deal:" + bytes.fromhex(task_id[2:])).hex()
 
 
 def task_id_of(deal_id: str, idx: int) -> str:
@@ -280,11 +316,12 @@ class _Chain:
         self.ctx = ctx
         self._deals: dict[str, _Deal] = {}
         self.cids: dict[str, str] = {}  # result archive CID -> task id
+        self.moved = StoreWatch(ctx.tasks)
 
     def deal_of_task(self, task: ScriptedTask) -> str:
         deal_id = task.extra.get("deal_id")
         if deal_id is None:
-            return "0x" + _keccak(b"deal:" + bytes.fromhex(task.id[2:])).hex()
+            return _deal_of(task.id)
         return str(deal_id).lower()
 
     def _cached(self, deal_id: str) -> _Deal | None:
@@ -335,9 +372,11 @@ class _Chain:
             if status == _status_of(task.peek().fields) and since < low:
                 task.read()
 
-    def statuses(self) -> list[tuple[str, int]]:
-        """(id, on-chain status) of every task now: what the ledger scans for changes."""
-        return [(task.id, self.status_of(task, task.peek())) for task in self.ctx.tasks.tasks()]
+    def changes(self) -> tuple[bool, list[tuple[str, int]]]:
+        """(id, on-chain status) of the tasks that may have moved since the ledger last asked
+        (all of them with the flag set): a block costs what changed, not every task."""
+        every, moved = self.moved.changed()
+        return every, [(task.id, self.status_of(task, view)) for task, view in moved]
 
     def status_of(self, task: ScriptedTask, view: StepView) -> int:
         """The task's on-chain status: its script's, or FAILED once claimed."""
@@ -373,7 +412,7 @@ class _Chain:
         initialize, contribute + consensus, reveal + finalize; reopen; claim)."""
         task = self.ctx.tasks.get(task_id)
         raw = bytes.fromhex(task_id[2:])
-        consensus = _keccak(b"consensus:" + task_id.encode())
+        consensus = _made_up(b"consensus:", task_id)
         events: list[tuple[str, list[Any]]] = []
         if old == 0 and new:
             events.append(("TaskInitialize", [raw, _WORKERPOOL]))
@@ -383,7 +422,7 @@ class _Chain:
         if old == 2 and new == 1:
             return [("TaskReopen", [raw])]
         if old == 1 and new >= 2:
-            contribution = _keccak(b"contribution:" + task_id.encode())
+            contribution = _made_up(b"contribution:", task_id)
             events += [("TaskContribute", [raw, _WORKER, contribution]),
                        ("TaskConsensus", [raw, consensus])]
             old = 2
@@ -404,18 +443,18 @@ class _Chain:
     def view_task(self, task_id: str) -> bytes:
         task = self.ctx.tasks.get(task_id)
         if task is None:
-            return _encode([_TASK_TYPE], [_unset_task()])
+            return encode_task(_unset_task())
         view = task.read()
         deal = self.deal_for(task)
         if self.status_of(task, view) == 0:
-            return _encode([_TASK_TYPE], [_unset_task()])
-        return _encode([_TASK_TYPE], [self._task_tuple(task, view, deal)])
+            return encode_task(_unset_task())
+        return encode_task(self._task_tuple(task, view, deal))
 
     def _task_tuple(self, task: ScriptedTask, view: StepView, deal: _Deal) -> tuple[Any, ...]:
         status = self.status_of(task, view)
         ref = deal.time_ref
         decided = status in (2, 3)
-        consensus = _keccak(b"consensus:" + task.id.encode()) if decided else _ZERO32
+        consensus = _made_up(b"consensus:", task.id) if decided else _ZERO32
         results = b""
         if status == 3:
             results = self._results(task, view.fields)
@@ -496,7 +535,7 @@ def _result(call_id: Any, value: Any) -> dict[str, Any]:
 def routes(ctx: ApiContext) -> Sequence[BaseRoute]:
     """The JSON-RPC node (`POST /rpc`) and the IPFS gateway (`GET /ipfs/{cid}`)."""
     chain = _Chain(ctx)
-    ledger = Ledger(HUB_ADDRESS, chain.statuses, chain.describe)
+    ledger = Ledger(HUB_ADDRESS, chain.changes, chain.describe)
     wallet = Wallet(
         CHAIN_ID, ledger, lambda _sender, to, data, tx: chain.execute(ledger, to, data, tx)
     )

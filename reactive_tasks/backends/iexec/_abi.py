@@ -140,7 +140,11 @@ def _hex32(value: bytes) -> str:
 
 
 def decode_task(data: bytes) -> TaskTuple:
-    """Decode a ``viewTask`` result."""
+    """Decode a ``viewTask`` result: read straight from its words when it is laid out exactly
+    as the hub (and eth-abi) writes it, else by eth-abi, which also says what is wrong."""
+    task = _canonical_task(data)
+    if task is not None:
+        return task
     raw = _decode(TASK_TYPE, data)
     return TaskTuple(
         raw[0], _hex32(raw[1]), raw[2], raw[3], raw[4], raw[5], raw[6], _hex32(raw[7]),
@@ -151,6 +155,61 @@ def decode_task(data: bytes) -> TaskTuple:
 
 #: A ``viewTask`` result's first word (the tuple's offset) and the tuple's 15 head words.
 _TASK_HEAD = 32 + 15 * 32
+_MAX_CONTRIBUTORS = 1 << 16  # more than any task has: beyond this, eth-abi decides
+
+
+def _canonical_task(data: bytes) -> TaskTuple | None:
+    """The task of a ``viewTask`` result in the canonical layout (dynamic parts in order, right
+    behind the head, zero padding everywhere, nothing after the end), read word by word; None
+    for any other layout. On such data eth-abi gives the same tuple, some 20 times slower."""
+    if len(data) < _TASK_HEAD + 3 * 32:
+        return None
+    words = [int.from_bytes(data[i : i + 32], "big") for i in range(0, _TASK_HEAD, 32)]
+    if words[0] != 32 or words[1] > 0xFF or words[11] != 15 * 32:
+        return None
+    base = 32
+    count = int.from_bytes(data[base + words[11] : base + words[11] + 32], "big")
+    if count > _MAX_CONTRIBUTORS:
+        return None
+    start = base + words[11] + 32
+    contributors: list[str] = []
+    for i in range(count):
+        cell = data[start + 32 * i : start + 32 * i + 32]
+        if len(cell) != 32 or any(cell[:12]):
+            return None
+        contributors.append("0x" + cell[12:].hex())
+    results = _canonical_bytes(data, base, words[13], start + 32 * count)
+    if results is None:
+        return None
+    callback = _canonical_bytes(data, base, words[15], base + words[13] + 32 + _padded(results))
+    if callback is None or len(data) != base + words[15] + 32 + _padded(callback):
+        return None
+
+    def hex32(index: int) -> str:
+        return "0x" + data[32 * index : 32 * index + 32].hex()
+
+    return TaskTuple(
+        words[1], hex32(2), words[3], words[4], words[5], words[6], words[7], hex32(8),
+        words[9], words[10], tuple(contributors), hex32(12), results, words[14],
+        "0x" + callback.hex(),
+    )
+
+
+def _padded(raw: bytes) -> int:
+    return len(raw) + (-len(raw) % 32)
+
+
+def _canonical_bytes(data: bytes, base: int, offset: int, expected: int) -> bytes | None:
+    """A ``bytes`` member at tuple ``offset`` that must start at ``expected`` (its canonical
+    place) and be zero-padded; None otherwise."""
+    at = base + offset
+    if at != expected or at + 32 > len(data):
+        return None
+    length = int.from_bytes(data[at : at + 32], "big")
+    end = at + 32 + length
+    if end + (-length % 32) > len(data) or any(data[end : end + (-length % 32)]):
+        return None
+    return data[at + 32 : end]
 
 
 def task_head(data: bytes) -> tuple[int, bytes, int] | None:

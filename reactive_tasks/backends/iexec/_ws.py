@@ -32,6 +32,11 @@ __all__ = ["LogFeed"]
 logger = logging.getLogger("reactive_tasks.iexec.ws")
 
 _COALESCE = 0.005  # watches changing within this many seconds share one resubscription
+#: The logs of a block come as a burst of messages: its tasks are read together once no log
+#: came for _QUIET seconds (at most _BURST after the first), in one ``viewTask`` batch rather
+#: than one per network read; a long burst starts a read at each full batch (``batch_size``).
+_QUIET = 0.002
+_BURST = 0.01
 _MAX_BACKOFF = 30.0
 _CALL_TIMEOUT = 10.0
 _HEARTBEAT = 30.0
@@ -52,7 +57,8 @@ class LogFeed:
         self._ids = itertools.count(1)
         self._calls: dict[int, asyncio.Future[Any]] = {}
         self._to_read: dict[TaskRef, int] = {}  # ref -> block of the log that named it
-        self._flushing = False
+        self._flush_at: asyncio.TimerHandle | None = None
+        self._burst = (0.0, 0.0)  # (first, latest) log of the burst waiting for its read
         self._readers: set[asyncio.Future[None]] = set()
 
     def __repr__(self) -> str:
@@ -82,6 +88,9 @@ class LogFeed:
         try:
             await self._run(sink)
         finally:
+            if self._flush_at is not None:
+                self._flush_at.cancel()
+                self._flush_at = None
             readers = list(self._readers)
             for reader in readers:
                 reader.cancel()
@@ -222,13 +231,32 @@ class LogFeed:
         for ref in self._refs.get(task_id or "", ()):
             block = log.block or 0
             self._to_read[ref] = max(self._to_read.get(ref, 0), block)
-        if self._to_read and not self._flushing:
-            # After the messages already received: the logs of one block share a read.
-            self._flushing = True
-            asyncio.get_running_loop().call_soon(self._flush, sink)
+        if len(self._to_read) >= self._backend.batch_size:
+            if self._flush_at is not None:
+                self._flush_at.cancel()
+                self._flush_at = None
+            self._read_named(sink)
+        elif self._to_read:
+            loop = asyncio.get_running_loop()
+            now = loop.time()
+            if self._flush_at is None:
+                self._burst = (now, now)
+                self._flush_at = loop.call_at(now + _QUIET, self._flush, sink)
+            else:
+                self._burst = (self._burst[0], now)
 
     def _flush(self, sink: FeedSink) -> None:
-        self._flushing = False
+        """Read the burst's tasks once it went quiet (or ran long)."""
+        loop = asyncio.get_running_loop()
+        first, latest = self._burst
+        quiet_at = min(latest + _QUIET, first + _BURST)
+        if loop.time() < quiet_at:
+            self._flush_at = loop.call_at(quiet_at, self._flush, sink)
+            return
+        self._flush_at = None
+        self._read_named(sink)
+
+    def _read_named(self, sink: FeedSink) -> None:
         named, self._to_read = self._to_read, {}
         if named:
             reader = asyncio.ensure_future(self._read(sink, named))
