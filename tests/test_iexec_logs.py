@@ -154,6 +154,8 @@ async def test_every_task_is_read_again_at_the_reconcile_interval(
     policy = PollPolicy(interval=0.05, jitter=0.0, reconcile_interval=30.0)
     backend = IExecBackend(emulator.api_url("iexec") + "/rpc", HUB_ADDRESS, policy=policy)
     _, tasks = create_deal(emulator, [{"status": "ACTIVE"}], count=5)
+    for task in tasks:  # their first logs land before round 1: no later block moves them
+        await mined(emulator, task, 1)
     refs = [backend.task_ref(t) for t in tasks]
     try:
         await round_of(backend, refs)
