@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Hashable, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 from ._models import TaskState
@@ -113,6 +113,18 @@ class TaskRef:
 
     task_id: str
     identity: tuple[tuple[str, str], ...] = ()
+    # Refs key every dict and set of a round, many times per task: hashed once.
+    _hash: int = field(init=False, repr=False, compare=False, default=0)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash((self.task_id, self.identity)))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __reduce__(self) -> tuple[type[TaskRef], tuple[str, tuple[tuple[str, str], ...]]]:
+        # Rebuilt from its fields, never with a hash from another process (str hashes differ).
+        return TaskRef, (self.task_id, self.identity)
 
     def get(self, name: str) -> str | None:
         """The extra identity value ``name``, or None."""

@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ..._session import Session
-from ..._types import snapshot_of
+from ..._types import Answer, snapshot_of
+from .._answers import slim_allowed
 from .._base import TaskRef
 from . import _abi as abi
 from ._rpc import rpc_batch
@@ -131,7 +132,7 @@ def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
 
 async def read_with_logs(
     backend: IExecBackend, refs: Sequence[TaskRef]
-) -> list[tuple[TaskRef, IExecTask | BaseException]]:
+) -> list[tuple[TaskRef, IExecTask | Answer[IExecTask] | BaseException]]:
     """One round for ``refs``: the logs batch, then ``viewTask`` batches for the tasks to read."""
     session = backend.session()
     cursor = cursor_of(session)
@@ -173,14 +174,23 @@ async def read_with_logs(
                 if not isinstance(outcome, BaseException):
                     cursor.note(ref, outcome, max(head, moved.get(ref, head)), now)
     wall = int(time.time())  # the SDK's clock, as a read computes TIMEOUT
-    answers: list[tuple[TaskRef, IExecTask | BaseException]] = []
+    # In the hub's rounds an idle task is answered keyed, so that the hub reads nothing of it
+    # while its key (status, statusName) stands still; elsewhere with the snapshot itself.
+    from ._source import IExecBackend as owner  # the module that imports this one
+
+    slim = slim_allowed(backend, owner)
+    answers: list[tuple[TaskRef, IExecTask | Answer[IExecTask] | BaseException]] = []
     for ref in refs:
         if ref in outcomes:
             answers.append((ref, outcomes[ref]))
             continue
         known = cursor.known[ref]
         known.block = max(known.block, head)
-        answers.append((ref, backend.at_time(known.snapshot, wall)))
+        snapshot = backend.at_time(known.snapshot, wall)
+        if slim:
+            answers.append((ref, Answer.built((snapshot.status, snapshot.statusName), snapshot)))
+        else:
+            answers.append((ref, snapshot))
     return answers
 
 

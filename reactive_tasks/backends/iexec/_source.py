@@ -332,6 +332,8 @@ class IExecBackend(DealObservation, ResultDownload, TaskClaim, Backend[IExecTask
 
     def at_time(self, snapshot: IExecTask, now: int) -> IExecTask:
         """``snapshot`` as a read at unix time ``now`` would give it (TIMEOUT moves with time)."""
+        if not snapshot.taskTimedOut and now < (snapshot.finalDeadline or 0):
+            return snapshot  # read before its deadline and still before it: nothing moved
         status_name, timed_out = _status_name(snapshot.status, snapshot.finalDeadline or 0, now)
         if (status_name, timed_out) == (snapshot.statusName, snapshot.taskTimedOut):
             return snapshot
