@@ -258,7 +258,8 @@ class PulsePublisher:
             self._no_wait = {"wait": False} if "wait" in accepts else {}
             # Where aiormq exposes its frame writer, a batch of messages is one write.
             self._batched = all(
-                hasattr(raw, name) for name in ("write_queue", "max_content_size", "number")
+                hasattr(raw, name)
+                for name in ("write_queue", "max_content_size", "number", "is_closed")
             ) and hasattr(ChannelFrame, "marshall")
             self.counts["connects"] += 1
             self._connected.set()
@@ -356,6 +357,8 @@ class PulsePublisher:
 
     async def _write(self, channel: Any, frame: ChannelFrame) -> None:
         """Hand `frame` to the connection's writer; raise if the connection goes first."""
+        if channel.is_closed:
+            raise ConnectionError("the broker closed the channel")
         queue: asyncio.Queue[ChannelFrame] = channel.write_queue
         if not queue.full():
             queue.put_nowait(frame)
@@ -409,6 +412,7 @@ logging.getLogger("aiormq.connection").addFilter(_OneWarningPerOutage())
 
 
 def _properties(message: Outgoing) -> aiormq.spec.Basic.Properties:
+    """A message's AMQP properties: JSON, persistent, its CC routing keys in the headers."""
     return aiormq.spec.Basic.Properties(
         content_type="application/json",
         content_encoding="utf-8",
@@ -418,6 +422,7 @@ def _properties(message: Outgoing) -> aiormq.spec.Basic.Properties:
 
 
 def _body(message: Outgoing) -> bytes:
+    """A message's body: compact JSON."""
     return json.dumps(message.body, separators=(",", ":")).encode()
 
 
