@@ -141,6 +141,7 @@ async def read_with_logs(
     cursor.sweep(now, keep_for=2 * reconcile)
     tracked: dict[str, list[TaskRef]] = {}
     to_read: set[TaskRef] = set()
+    since = -1  # the oldest block any tracked task's logs were read to
     for ref in refs:
         known = cursor.known.get(ref)
         if known is None or now - known.read_at >= reconcile:
@@ -148,7 +149,9 @@ async def read_with_logs(
         else:
             known.seen_at = now
             tracked.setdefault(ref.task_id, []).append(ref)
-    head, moved = await _scan(backend, cursor, tracked, refs)
+            if since < 0 or known.block < since:
+                since = known.block
+    head, moved = await _scan(backend, cursor, tracked, refs, since)
     to_read.update(moved)
     outcomes: dict[TaskRef, IExecTask | BaseException] = {}
     if to_read:
@@ -199,15 +202,17 @@ async def _scan(
     cursor: LogCursor,
     tracked: Mapping[str, list[TaskRef]],
     refs: Sequence[TaskRef],
+    since: int,
 ) -> tuple[int, dict[TaskRef, int]]:
     """The head block and the tracked tasks with logs since their block (with their latest
-    log's block); a task whose logs could not be read counts as moved."""
+    log's block); a task whose logs could not be read counts as moved. Every chunk asks from
+    ``since`` + 1 (tasks mostly share one block; older logs of a task are filtered below)."""
     hub = backend.hub_address
     ids = sorted(tracked)
     chunks = list(_chunks(ids, IDS_PER_FILTER))
     requests: list[tuple[str, list[Any]]] = [("eth_blockNumber", [])]
     for chunk in chunks:
-        low = min(cursor.known[r].block for i in chunk for r in tracked[i]) + 1
+        low = since + 1
         topics = [list(task_topics()), list(chunk)]
         request = {"address": hub, "fromBlock": hex(low), "toBlock": "latest", "topics": topics}
         requests.append(("eth_getLogs", [request]))
