@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
+import httpx
 import pytest
 from rabbitmq_server import RabbitMQServer
 
@@ -24,6 +25,15 @@ def emulator(emulator_server: EmulatorServer) -> Iterator[EmulatorClient]:
     with EmulatorClient(emulator_server.url) as client:
         client.reset()
         yield client
+
+
+@pytest.fixture
+def fast_iexec_blocks(emulator: EmulatorClient) -> Iterator[None]:
+    """The emulated iExec chain mining every 0.05 s for one test, then back to 1 s."""
+    chain = emulator.api_url("iexec") + "/_chain"
+    httpx.post(chain, json={"block_time": 0.05})
+    yield
+    httpx.post(chain, json={"block_time": 1.0})
 
 
 @pytest.fixture(scope="session")

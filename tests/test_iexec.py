@@ -25,6 +25,7 @@ from reactive_tasks.backends.iexec import CHAINS
 from reactive_tasks.backends.iexec import _abi as abi
 from reactive_tasks.emulator import EmulatorClient
 from reactive_tasks.emulator.iexec import HUB_ADDRESS, create_deal
+from tests.iexec_helpers import VIEW_TASK_SAMPLES
 
 FAST = PollPolicy(interval=0.02, max_interval=0.1, jitter=0.0, request_timeout=2.0)
 LIFECYCLE = [
@@ -274,15 +275,7 @@ def _take(count: int) -> Any:
 
 
 def test_view_task_results_decode_as_eth_abi_decodes_them() -> None:
-    tasks = [
-        (0, bytes(32), 0, 0, 0, 0, 0, bytes(32), 0, 0, [], bytes(32), b"", 0, b""),
-        (2, b"\x01" * 32, 3, 300, 1, 2, 3, b"\x02" * 32, 0, 1,
-         ["0x3044e00000000000000000000000000000003044", "0x" + "ab" * 20], bytes(32),
-         b'{"storage": "ipfs", "location": "/ipfs/Qm"}', 17, b"\x05" * 33),
-        (3, b"\x07" * 32, 1, 2**255, 1, 2, 3, b"\x02" * 32, 5, 1, [], b"\x09" * 32, b"x" * 64,
-         17, b"\x05" * 32),
-    ]
-    for task in tasks:
+    for task in VIEW_TASK_SAMPLES:
         data = encode([abi.TASK_TYPE], [task])
         fast = abi._canonical_task(data)  # the hub's layout: read word by word
         assert fast is not None
@@ -294,7 +287,7 @@ def test_view_task_results_decode_as_eth_abi_decodes_them() -> None:
         # another layout eth-abi accepts (bytes after the end) is eth-abi's to read
         assert abi._canonical_task(data + bytes(32)) is None
         assert abi.decode_task(data + bytes(32)) == fast
-    data = bytearray(encode([abi.TASK_TYPE], [tasks[1]]))
+    data = bytearray(encode([abi.TASK_TYPE], [VIEW_TASK_SAMPLES[1]]))
     data[data.index(bytes.fromhex("ab" * 20)) - 1] = 1  # an address with dirty padding
     with pytest.raises(abi.AbiError):
         abi.decode_task(bytes(data))

@@ -19,6 +19,7 @@ from reactive_tasks.emulator import EmulatorClient
 from reactive_tasks.emulator._chain import BlockClock, Ledger
 from reactive_tasks.emulator._state import StoreWatch, TaskStore, compile_steps
 from reactive_tasks.emulator.iexec import HUB_ADDRESS, encode_task
+from tests.iexec_helpers import VIEW_TASK_SAMPLES
 
 SIGNATURES = {
     "TaskInitialize": "TaskInitialize(bytes32,address)",
@@ -273,13 +274,5 @@ def test_ledger_mines_the_changes_it_is_told_and_keeps_the_rest() -> None:
 
 
 def test_view_task_encoding_is_eth_abis() -> None:
-    tasks = [
-        (0, bytes(32), 0, 0, 0, 0, 0, bytes(32), 0, 0, [], bytes(32), b"", 0, b""),
-        (2, b"\x01" * 32, 3, 300, 1, 2, 3, b"\x02" * 32, 0, 1,
-         ["0x3044e00000000000000000000000000000003044", "0x" + "ab" * 20], bytes(32),
-         b'{"storage": "ipfs", "location": "/ipfs/Qm"}', 17, b"\x05" * 33),
-        (3, b"\x07" * 32, 1, 2**255, 1, 2, 3, b"\x02" * 32, 5, 1, [], b"\x09" * 32, b"x" * 64,
-         17, b"\x05" * 32),
-    ]
-    for task in tasks:
+    for task in VIEW_TASK_SAMPLES:
         assert encode_task(task) == encode([TASK_TYPE], [task])

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -20,11 +20,7 @@ ROUTE = "iexec POST /rpc"
 FAST = PollPolicy(interval=0.05, max_interval=0.2, jitter=0.0, request_timeout=5.0)
 
 
-@pytest.fixture(autouse=True)
-def fast_blocks(emulator: EmulatorClient) -> Iterator[None]:
-    httpx.post(emulator.api_url("iexec") + "/_chain", json={"block_time": 0.05})
-    yield
-    httpx.post(emulator.api_url("iexec") + "/_chain", json={"block_time": 1.0})
+pytestmark = pytest.mark.usefixtures("fast_iexec_blocks")
 
 
 @pytest.fixture
