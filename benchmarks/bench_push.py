@@ -9,7 +9,9 @@ watch the same kind of tasks through one ``TaskclusterBackend`` each:
 
 Latency: ``--tasks`` tasks (default 2,000), each changing state three times (running, a retry's
 pending after a worker shutdown, completed) at instants spread over ``--spread`` seconds once it
-is watched. A change's latency is the moment its event reached the subscriber minus the moment
+is watched (per bucket of ten tasks, a random gap between its changes and a random offset of the
+first, so that the changes do not all come at the same instant; the emulator's own publish lag,
+from a change to its write to the broker, is printed too). A change's latency is the moment its event reached the subscriber minus the moment
 the emulator stamped the change.
 
 Cost: ``--tasks`` other tasks that stay running, watched for ``--idle`` seconds once the feed is
@@ -79,9 +81,12 @@ async def latency_run(
     ids: list[str] = []
     per = max(1, tasks // BUCKETS)
     while len(ids) < tasks:
+        # A bucket's three changes fall at a random offset and gap inside the spread, so
+        # changes arrive spread out rather than every task's first one at the same instant.
         gap = random.uniform(0.5, spread / 3)
+        offset = random.uniform(0.0, spread - 2 * gap)
         ids.extend(client.create_tasks("taskcluster", min(per, tasks - len(ids)),
-                                       changing_script(warmup, gap)))
+                                       changing_script(warmup + offset, gap)))
     created = time.monotonic()
     since = client.changes()[-1]["seq"] if client.changes() else 0
     client.reset_requests()
@@ -135,6 +140,7 @@ async def latency_run(
         "vias": vias,
         "requests": client.requests()["by_api"].get("taskcluster", 0),
         "bound_after": bound_after,
+        "publish_lag": client.pulse().get("publish_lag_ms", {}),
     }
 
 
@@ -201,6 +207,11 @@ def main() -> None:
         ("queue requests, whole run", push["requests"], polls["requests"]),
         ("queue requests / hour, idle", idle_push, idle_polls),
     ]
+    lag = push["publish_lag"]
+    if lag.get("count"):
+        print(f"the emulator's own publish lag (change -> write to the broker, "
+              f"{lag['count']} messages): p50 {lag['p50']} ms, p99 {lag['p99']} ms, "
+              f"max {lag['max']} ms")
     for name, a, b in rows:
         if isinstance(a, str) or isinstance(b, str):
             print(f"{name:34}{a!s:>12}{b!s:>12}")
