@@ -9,8 +9,12 @@ watch the same kind of tasks through one ``TaskclusterBackend`` each:
 
 Latency: ``--tasks`` tasks (default 2,000), each changing state three times (running, a retry's
 pending after a worker shutdown, completed) at instants spread over ``--spread`` seconds once it
-is watched. A change's latency is the moment its event reached the subscriber minus the moment
-the emulator stamped the change.
+is watched (per bucket of ten tasks, a random gap between its changes and a random offset of the
+first, so that the changes do not all come at the same instant; with ``--burst``, every task's
+first change comes at the same instant instead, a burst of ``--tasks`` changes at once). A
+change's latency is the moment its event reached the subscriber minus the moment the emulator
+stamped the change; the emulator's own publish lag, from a change to its write to the broker,
+is printed too.
 
 Cost: ``--tasks`` other tasks that stay running, watched for ``--idle`` seconds once the feed is
 live; the queue's requests in that window, scaled to an hour.
@@ -18,7 +22,8 @@ live; the queue's requests in that window, scaled to an hour.
 Tasks stay pending for ``--warmup`` seconds first, so that the push contender's feed has bound
 every task (six bindings each) before the first change; the time that took is printed too.
 
-Run: ``python benchmarks/bench_push.py [--tasks 2000] [--spread 20] [--idle 125] [--warmup 45]``
+Run: ``python benchmarks/bench_push.py [--tasks 2000] [--spread 20] [--idle 125] [--warmup 45]
+[--burst]``
 """
 
 from __future__ import annotations
@@ -73,15 +78,18 @@ def make_backend(root: str, amqp: str | None) -> TaskclusterBackend:
 
 async def latency_run(
     client: EmulatorClient, rabbit: RabbitMQServer | None, root: str, amqp: str | None,
-    tasks: int, spread: float, warmup: float,
+    tasks: int, spread: float, warmup: float, burst: bool = False,
 ) -> dict[str, Any]:
     """Watch ``tasks`` changing tasks until all complete; latencies of their changes (ms)."""
     ids: list[str] = []
     per = max(1, tasks // BUCKETS)
     while len(ids) < tasks:
+        # A bucket's three changes fall at a random offset and gap inside the spread, so
+        # changes arrive spread out rather than every task's first one at the same instant.
         gap = random.uniform(0.5, spread / 3)
+        offset = 0.0 if burst else random.uniform(0.0, spread - 2 * gap)
         ids.extend(client.create_tasks("taskcluster", min(per, tasks - len(ids)),
-                                       changing_script(warmup, gap)))
+                                       changing_script(warmup + offset, gap)))
     created = time.monotonic()
     since = client.changes()[-1]["seq"] if client.changes() else 0
     client.reset_requests()
@@ -135,6 +143,7 @@ async def latency_run(
         "vias": vias,
         "requests": client.requests()["by_api"].get("taskcluster", 0),
         "bound_after": bound_after,
+        "publish_lag": client.pulse().get("publish_lag_ms", {}),
     }
 
 
@@ -163,6 +172,8 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=2000)
     parser.add_argument("--spread", type=float, default=20.0)
     parser.add_argument("--idle", type=float, default=125.0)
+    parser.add_argument("--burst", action="store_true",
+                        help="every task's first change at the same instant")
     parser.add_argument("--warmup", type=float, default=45.0,
                         help="seconds before the first change (the push run binds meanwhile)")
     args = parser.parse_args()
@@ -174,10 +185,11 @@ def main() -> None:
                 while not client.pulse()["connected"]:
                     time.sleep(0.1)
                 push = asyncio.run(latency_run(
-                    client, rabbit, root, rabbit.url, args.tasks, args.spread, args.warmup
+                    client, rabbit, root, rabbit.url, args.tasks, args.spread, args.warmup,
+                    args.burst,
                 ))
                 polls = asyncio.run(latency_run(
-                    client, None, root, None, args.tasks, args.spread, 2 * INTERVAL
+                    client, None, root, None, args.tasks, args.spread, 2 * INTERVAL, args.burst
                 ))
                 idle_push = asyncio.run(
                     idle_run(client, rabbit, root, rabbit.url, args.tasks, args.idle)
@@ -189,7 +201,8 @@ def main() -> None:
             proc.terminate()
             proc.wait(timeout=10)
     print(f"{args.tasks} tasks x 3 changes, interval={INTERVAL:g} s, "
-          f"reconcile_interval={RECONCILE:g} s")
+          f"reconcile_interval={RECONCILE:g} s"
+          + (", every first change at the same instant" if args.burst else ""))
     print(f"every task bound on the broker {push['bound_after']:.1f} s after the watches began")
     print(f"{'':34}{'push':>12}{'polls':>12}{'polls/push':>12}")
     rows = [
@@ -201,6 +214,11 @@ def main() -> None:
         ("queue requests, whole run", push["requests"], polls["requests"]),
         ("queue requests / hour, idle", idle_push, idle_polls),
     ]
+    lag = push["publish_lag"]
+    if lag.get("count"):
+        print(f"the emulator's own publish lag (change -> write to the broker, "
+              f"{lag['count']} messages): p50 {lag['p50']} ms, p99 {lag['p99']} ms, "
+              f"max {lag['max']} ms")
     for name, a, b in rows:
         if isinstance(a, str) or isinstance(b, str):
             print(f"{name:34}{a!s:>12}{b!s:>12}")

@@ -251,8 +251,12 @@ def test_the_change_log_stamps_each_change_at_its_scripted_instant(pulse: Emulat
     steps = [log[1]["at"], log[2]["at"], log[3]["at"], log[5]["at"], log[6]["at"]]
     assert [round(b - a, 4) for a, b in itertools.pairwise(steps)] == [0.3] * 4
     assert pulse.changes(since=5) == log[5:]
+    _until(lambda: pulse.pulse()["published"] >= len(log), "every change written to the broker")
+    lag = pulse.pulse()["publish_lag_ms"]  # each message: from its change to its write
+    assert lag["count"] == len(log) and 0 <= lag["p50"] <= lag["p99"] <= lag["max"] < WAIT * 1000
     pulse.reset()
     assert pulse.changes() == []
+    _until(lambda: pulse.pulse()["publish_lag_ms"]["count"] == 0, "the lags forgotten")
 
 
 def test_controls_are_refused_without_pulse_or_when_malformed(

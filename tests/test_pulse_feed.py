@@ -18,6 +18,7 @@ from reactive_tasks._types import TaskRef
 from reactive_tasks.backends import TaskclusterBackend
 from reactive_tasks.backends.taskcluster import TaskclusterStatus
 from reactive_tasks.backends.taskcluster._pulse import TASK_EXCHANGES, PulseFeed
+from reactive_tasks.emulator.taskcluster import new_slugid
 
 TASK = "fN1SbArXTPSVFNUvaOlinQ"
 OTHER = "Tl8xVvqHT6GDPLkUyB1n5g"
@@ -227,6 +228,28 @@ async def test_bindings_follow_watches(
     finally:
         await run.stop()
     assert feed.queue_name not in rabbitmq.queues()  # exclusive: gone with its connection
+
+
+async def test_stopping_while_unbinding_logs_no_cancelled_call(
+    amqp_url: str, publisher: Publisher, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Closing a backend right after its watches were disposed cancels the feed mid-unbind:
+    that is the feed's own doing, not a fault, so nothing is logged about it."""
+    caplog.set_level(logging.INFO)
+    feed = make_feed(amqp_url, pulse_namespace="tester")
+    refs = [TaskRef(new_slugid()) for _ in range(150)]
+    for ref in refs:
+        feed.watch(ref)
+    run = Running(feed)
+    try:
+        await run.sink.until(lambda: run.sink.lives == [True], timeout=30)
+        for ref in refs:
+            feed.unwatch(ref)
+        await asyncio.sleep(0.01)  # the feed has started unbinding (50 tasks a turn)
+    finally:
+        await run.stop()
+    noisy = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert noisy == []
 
 
 def test_pulse_settings_are_checked_without_showing_the_password() -> None:

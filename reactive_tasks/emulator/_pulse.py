@@ -15,6 +15,7 @@ import inspect
 import json
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +44,8 @@ _CONNECT_TIMEOUT = 5.0
 _BACKOFF_FIRST, _BACKOFF_MAX = 0.1, 2.0
 #: The most queued items taken (and messages written at once) per turn of the publisher.
 _BATCH = 500
+#: How many recent publish lags (change instant to the write to the broker) stats keep.
+_LAGS = 20_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +58,7 @@ class Outgoing:
     cc: tuple[str, ...] = ()
     kind: str = ""
     task_id: str | None = None
+    at: float | None = None  # when the change it tells happened (unix time)
 
 
 @dataclass(slots=True)
@@ -114,6 +118,7 @@ class PulsePublisher:
             "published": 0, "lost": 0, "dropped": 0, "duplicated": 0, "reordered": 0,
             "connects": 0,
         }
+        self._lags: deque[float] = deque(maxlen=_LAGS)
 
     # -- the caller's side (any thread) ----------------------------------------------------
 
@@ -168,6 +173,7 @@ class PulsePublisher:
             "connected": self.connected,
             **self.counts,
             "controls": [c.describe() for c in list(self._controls)],
+            "publish_lag_ms": _summary(list(self._lags)),
         }
 
     def close(self) -> None:
@@ -354,6 +360,8 @@ class PulsePublisher:
             self._down.set()
             return
         self.counts["published"] += len(messages)
+        now = time.time()
+        self._lags.extend((now - m.at) * 1000 for m in messages if m.at is not None)
 
     async def _write(self, channel: Any, frame: ChannelFrame) -> None:
         """Hand `frame` to the connection's writer; raise if the connection goes first."""
@@ -392,6 +400,7 @@ class PulsePublisher:
             handle.cancel()
         self._timers.clear()
         self._controls.clear()
+        self._lags.clear()
         for key in self.counts:
             if key != "connects":
                 self.counts[key] = 0
@@ -409,6 +418,18 @@ class _OneWarningPerOutage(logging.Filter):
 
 
 logging.getLogger("aiormq.connection").addFilter(_OneWarningPerOutage())
+
+
+def _summary(lags: list[float]) -> dict[str, float | int | None]:
+    """Count, p50, p99 and max of publish lags in milliseconds (None without any)."""
+    if not lags:
+        return {"count": 0, "p50": None, "p99": None, "max": None}
+    lags.sort()
+
+    def pick(q: float) -> float:
+        return round(lags[min(len(lags) - 1, int(len(lags) * q))], 1)
+
+    return {"count": len(lags), "p50": pick(0.5), "p99": pick(0.99), "max": pick(1.0)}
 
 
 def _properties(message: Outgoing) -> aiormq.spec.Basic.Properties:

@@ -172,7 +172,7 @@ class TaskclusterPulse:
         self._changes.append(entry)
         if len(self._changes) > MAX_CHANGES:
             del self._changes[: len(self._changes) - MAX_CHANGES]
-        self.publisher.publish(Outgoing(EXCHANGE_PREFIX + kind, key, body, cc, kind, task_id))
+        self.publisher.publish(Outgoing(EXCHANGE_PREFIX + kind, key, body, cc, kind, task_id, at))
 
     def _tick(self, task: ScriptedTask) -> None:
         """The clock: a time-based step of `task` ends now."""

@@ -15,6 +15,7 @@ Hawk-signed requests with those credentials may read it.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import re
 import time
@@ -108,8 +109,10 @@ def normalize_id(raw: str) -> str | None:
     return raw if SLUGID.match(raw) else None
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def iso(unix: float) -> str:
-    """A unix time as Taskcluster writes date-times: UTC with milliseconds and a Z."""
+    """A unix time as Taskcluster writes date-times: UTC with milliseconds and a Z (cached:
+    a task's dates are formatted again at every read, and strftime was most of a batch read)."""
     stamp = datetime.fromtimestamp(unix, UTC)
     return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{stamp.microsecond // 1000:03d}Z"
 
@@ -254,7 +257,9 @@ def _expired(task: ScriptedTask, now: float) -> bool:
 
 def _stamp(task: ScriptedTask, key: str, now: float) -> str:
     """A time fixed the first time it is asked for (when a run was seen scheduled, started...)."""
-    value: str = task.memo.setdefault(key, iso(now))
+    value: str | None = task.memo.get(key)
+    if value is None:  # formatted once: most reads find it
+        value = task.memo[key] = iso(now)
     return value
 
 

@@ -22,13 +22,13 @@ import logging
 import random
 import re
 import uuid
+import weakref
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 import aio_pika
 import aiormq.abc
 import aiormq.exceptions
-from aio_pika.abc import AbstractIncomingMessage
 
 from ..._errors import BackendError, ConfigurationError
 from ..._redact import Secrets, install_log_filters, redact_url, scrub
@@ -54,6 +54,24 @@ TASK_EXCHANGES = tuple(
 #: The largest message read; Taskcluster's task messages are a few kilobytes.
 MAX_MESSAGE = 1 << 20
 _NAMESPACE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+class _OwnCancelledCalls(logging.Filter):
+    """Drops aiormq's warning about a cancelled RPC on this library's feed channels: the only
+    such cancellation is the feed's own, at close, while it was binding or unbinding."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.channels: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "cancelled" not in str(record.msg) or not isinstance(record.args, tuple):
+            return True
+        return not any(arg in self.channels for arg in record.args)
+
+
+_OWN_CANCELLED = _OwnCancelledCalls()
+logging.getLogger("aiormq.channel").addFilter(_OWN_CANCELLED)
 
 
 class PulseConfig:
@@ -227,8 +245,11 @@ class PulseFeed:
             queue = await channel.declare_queue(
                 self._queue_name, exclusive=True, auto_delete=True
             )
-            await queue.consume(self._on_message, no_ack=True)
             raw = await channel.get_underlay_channel()
+            _OWN_CANCELLED.channels.add(raw)
+            # Consumed on the protocol channel itself: aio-pika's message wrapper cost more
+            # per delivery than reading and accepting the status (a burst queued behind it).
+            await raw.basic_consume(queue.name, self._on_message, no_ack=True)
             logger.info(
                 "%s: Pulse feed connected to %s (queue %s)",
                 self._source.name, self._config.shown, self._queue_name,
@@ -297,7 +318,7 @@ class PulseFeed:
 
     # -- messages ------------------------------------------------------------------------
 
-    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+    async def _on_message(self, message: aiormq.abc.DeliveredMessage) -> None:
         """Hand a task message's status to the hub; a malformed one is logged and dropped."""
         try:
             if len(message.body) > MAX_MESSAGE:
