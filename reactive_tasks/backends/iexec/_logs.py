@@ -17,7 +17,7 @@ import itertools
 import re
 import time
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -32,7 +32,8 @@ if TYPE_CHECKING:
     from ._source import IExecBackend, IExecTask
 
 __all__ = [
-    "IDS_PER_FILTER", "TASK_EVENTS", "LogCursor", "cursor_of", "read_with_logs", "task_topics",
+    "IDS_PER_FILTER", "TASK_EVENTS", "LogCursor", "LogFacts", "cursor_of", "log_facts",
+    "read_with_logs", "task_topics",
 ]
 
 #: The PoCo hub's task events (``IexecPoco2``): every change of a task emits one of them.
@@ -76,16 +77,63 @@ class ChainLog(BaseModel):
 
     def task_id(self, hub: str) -> str | None:
         """The task id of a task event of ``hub``, else None."""
-        if self.address.lower() != hub or len(self.topics) < 2:
-            return None
-        if self.topics[0].lower() not in task_topics() or not _TOPIC.fullmatch(self.topics[1]):
-            return None
-        return self.topics[1].lower()
+        return _task_id(self.address, self.topics, hub)
 
     @property
     def block(self) -> int | None:
-        number = self.blockNumber
-        return int(number, 16) if number is not None and _QUANTITY.fullmatch(number) else None
+        return _block(self.blockNumber)
+
+
+class LogFacts(NamedTuple):
+    """What a round takes from one log entry."""
+
+    task_id: str | None  # of a task event of the hub, else None
+    block: int | None
+    removed: bool
+
+
+def log_facts(item: Any, hub: str) -> LogFacts | None:
+    """The facts of a log entry, or None when it does not match ``ChainLog``.
+
+    An entry in the shape nodes write (a dict of strings, a list of string topics, a boolean
+    ``removed``) is read as is, as ``ChainLog`` would read it; any other is validated first.
+    """
+    if type(item) is dict:
+        address, topics = item.get("address"), item.get("topics")
+        number, removed = item.get("blockNumber"), item.get("removed", False)
+        if (
+            type(address) is str
+            and type(topics) is list
+            and all(map(_is_str, topics))
+            and (number is None or type(number) is str)
+            and type(removed) is bool
+        ):
+            return LogFacts(_task_id(address, topics, hub), _block(number), removed)
+    try:
+        log = ChainLog.model_validate(item)
+    except ValidationError:
+        return None
+    return LogFacts(log.task_id(hub), log.block, log.removed)
+
+
+_is_str = str.__instancecheck__
+
+
+def _task_id(address: str, topics: list[str], hub: str) -> str | None:
+    if address.lower() != hub or len(topics) < 2:
+        return None
+    if topics[0].lower() not in _topic_set() or not _TOPIC.fullmatch(topics[1]):
+        return None
+    return topics[1].lower()
+
+
+def _block(number: str | None) -> int | None:
+    return int(number, 16) if number is not None and _QUANTITY.fullmatch(number) else None
+
+
+@functools.cache
+def _topic_set() -> frozenset[str]:
+    return frozenset(task_topics())
 
 
 def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
@@ -190,29 +238,26 @@ async def _scan(
     moved: dict[TaskRef, int] = {}
     known, by_id = cursor.known, group.by_id
     for chunk, answer in zip(filters, answers[1:], strict=True):
-        logs = _logs_of(answer)
+        logs = _logs_of(answer, hub)
         if logs is None:
             moved.update((r, head) for i in chunk for r in by_id[i])
             continue
-        for log in logs:
-            task_id = log.task_id(hub)
+        for task_id, block, removed in logs:
             for ref in by_id.get(task_id or "", ()):
                 entry = known.get(ref)
                 if entry is None:
                     continue  # never read: read this round anyway
-                block = log.block
                 if block is None:
                     moved[ref] = max(moved.get(ref, head), head)
-                elif log.removed or block > entry.accounted():
+                elif removed or block > entry.accounted():
                     moved[ref] = max(moved.get(ref, head), block)
     return head, moved
 
 
-def _logs_of(answer: Any) -> list[ChainLog] | None:
-    """The logs of an ``eth_getLogs`` answer, or None when it is an error or off-shape."""
+def _logs_of(answer: Any, hub: str) -> list[LogFacts] | None:
+    """The facts of an ``eth_getLogs`` answer's logs, or None when it is an error or any entry
+    is off-shape."""
     if not isinstance(answer, list):
         return None
-    try:
-        return [ChainLog.model_validate(item) for item in answer]
-    except ValidationError:
-        return None
+    facts = [log_facts(item, hub) for item in answer]
+    return None if None in facts else cast("list[LogFacts]", facts)
