@@ -140,11 +140,17 @@ class LogCursor:
     def group_for(self, refs: Sequence[TaskRef], now: float) -> Group:
         """The group of ``refs``: the current one if it lists the same refs (compared by
         identity first: the hub hands the same ref objects round after round), else a new one."""
-        group = self.group
-        if group is None or group.refs != refs:
-            group = self.group = Group(refs, self.known, now)
-        else:
-            group.seen_at = now
+        old = self.group
+        if old is not None and old.refs == refs:
+            old.seen_at = now
+            return old
+        group = self.group = Group(refs, self.known, now)
+        if old is not None:  # those that left keep what the old group knew, not the group
+            for ref in old.index:
+                entry = self.known.get(ref)
+                if entry is not None and entry.group is old:
+                    entry.block, entry.seen_at = entry.accounted(), entry.last_seen()
+                    entry.group = None
         return group
 
     def note(self, ref: TaskRef, snapshot: IExecTask, block: int, now: float) -> None:
