@@ -353,3 +353,28 @@ async def test_a_moved_task_whose_read_failed_is_read_at_the_next_round(
             assert reads(emulator) == {}
         finally:
             await backend.aclose()
+
+
+@pytest.mark.parametrize("change", [
+    {}, {"removed": True}, {"blockNumber": None}, {"blockNumber": "0xZZ"}, {"address": "0xABC"},
+    {"topics": ["0x" + "12" * 32, "0x" + "34" * 32]}, {"topics": ["odd"]}, {"topics": "odd"},
+    {"topics": [None, "0x" + "34" * 32]}, {"removed": "yes"}, {"removed": 1}, {"address": None},
+])
+def test_log_facts_read_an_entry_as_the_log_model_does(change: dict[str, Any]) -> None:
+    from pydantic import ValidationError
+
+    from reactive_tasks.backends.iexec._logs import ChainLog, log_facts, task_topics
+
+    hub = HUB_ADDRESS.lower()
+    task = "0x" + "ab" * 32
+    entry = {"address": HUB_ADDRESS.upper().replace("0X", "0x"), "blockNumber": "0x1f",
+             "topics": [task_topics()[3].upper().replace("0X", "0x"), task, "0x" + "00" * 32],
+             "data": "0x", "logIndex": "0x0", "removed": False, **change}
+    try:
+        log = ChainLog.model_validate(entry)
+    except ValidationError:
+        assert log_facts(entry, hub) is None
+    else:
+        assert log_facts(entry, hub) == (log.task_id(hub), log.block, log.removed)
+    if not change:  # the usual entry: a task event of the hub (case aside)
+        assert log_facts(entry, hub) == (task, 31, False)
