@@ -33,14 +33,13 @@ IDS_PER_FILTER = 200
 class Known:
     """The last read of one task, and the answers a round gives for it until the next."""
 
-    __slots__ = ("block", "group", "keyed", "read_at", "seen_at", "snapshot")
+    __slots__ = ("block", "group", "keyed", "seen_at", "snapshot")
 
     def __init__(self, snapshot: IExecTask, block: int, now: float) -> None:
         self.snapshot = snapshot
         #: ``snapshot`` keyed by its change key: the hub reads nothing of it while that stands.
         self.keyed = _keyed(snapshot)
         self.block = block  # its logs up to here are accounted for (see ``accounted``)
-        self.read_at = now  # monotonic time of the last viewTask read
         self.seen_at = now  # monotonic time a round last asked for it (see ``last_seen``)
         self.group: Group | None = None
 
@@ -51,6 +50,7 @@ class Known:
         return self.block if group is None or group.block < self.block else group.block
 
     def last_seen(self) -> float:
+        """When a round last asked for this task (monotonic seconds)."""
         group = self.group
         return self.seen_at if group is None or group.seen_at < self.seen_at else group.seen_at
 
