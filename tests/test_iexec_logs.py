@@ -263,7 +263,8 @@ async def test_status_is_a_read_even_with_logs(
 async def test_an_idle_round_looks_only_at_tasks_past_their_deadline(
     emulator: EmulatorClient, backend: IExecBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _, soon = create_deal(emulator, [{"status": "ACTIVE"}], deadline_in=1.0)
+    # the deadline is a whole second: 3-4 s leaves the first rounds well before it
+    _, soon = create_deal(emulator, [{"status": "ACTIVE"}], deadline_in=4.0)
     _, later = create_deal(emulator, [{"status": "ACTIVE"}], count=20)
     refs = [backend.task_ref(t) for t in soon + later]
     await mined(emulator, later[-1], 1)
@@ -278,6 +279,7 @@ async def test_an_idle_round_looks_only_at_tasks_past_their_deadline(
     first = await round_of(backend, refs)
     emulator.reset_requests()
     await round_of(backend, refs)
+    assert first[soon[0]].statusName == "ACTIVE"  # read before its deadline
     assert looked == []  # idle tasks before their deadline: nothing to recompute
     while time.time() < first[soon[0]].finalDeadline:
         await asyncio.sleep(0.05)

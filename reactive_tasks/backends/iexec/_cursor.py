@@ -177,9 +177,12 @@ class LogCursor:
                 found.append(ref)
         return found
 
-    def expire(self, wall: int, at_time: Callable[[IExecTask, int], IExecTask]) -> None:
+    def expire(
+        self, wall: int, at_time: Callable[[IExecTask, int], IExecTask]
+    ) -> list[TaskRef]:
         """Answer each task whose final deadline passed by unix time ``wall`` as a read at
-        ``wall`` would (TIMEOUT): only those tasks are looked at."""
+        ``wall`` would (TIMEOUT): only those tasks are looked at. The tasks whose answer moved."""
+        moved: list[TaskRef] = []
         heap, queued = self._deadlines, self._queued
         while heap and heap[0][0] <= wall:
             deadline, _, ref = heapq.heappop(heap)
@@ -196,6 +199,8 @@ class LogCursor:
             if entry.group is not None:
                 entry.group.put(ref, entry)
             self._watch_deadline(ref, snapshot)
+            moved.append(ref)
+        return moved
 
     def _watch_deadline(self, ref: TaskRef, snapshot: IExecTask) -> None:
         deadline = self._changes_at(snapshot)

@@ -184,7 +184,7 @@ async def read_with_logs(
                     continue
                 read[ref] = snapshot
                 cursor.note(ref, snapshot, max(head, moved.get(ref, head)), now)
-    cursor.expire(int(time.time()), backend.at_time)  # the SDK's clock, as a read's TIMEOUT
+    expired = cursor.expire(int(time.time()), backend.at_time)  # the SDK's clock, as in reads
     known = cursor.known
     if failed:
         # Their logs since their block are not accounted for: they keep their block, and the
@@ -203,9 +203,13 @@ async def read_with_logs(
     # task read in this round is answered with its new snapshot, an error with the error.
     from ._source import IExecBackend as owner  # the module that imports this one
 
-    answers: list[tuple[TaskRef, Any]] = list(
-        group.keyed if slim_allowed(backend, owner) else group.plain
-    )
+    slim = slim_allowed(backend, owner)
+    answers: list[tuple[TaskRef, Any]] = list(group.keyed if slim else group.plain)
+    for ref in expired:  # set in the group's lists too, unless another round replaced them
+        entry = known.get(ref)
+        if entry is not None:
+            for i in group.places(ref):
+                answers[i] = (ref, entry.keyed if slim else entry.snapshot)
     for ref, outcome in itertools.chain(read.items(), failed.items()):
         for i in group.places(ref):
             answers[i] = (ref, outcome)
