@@ -6,7 +6,10 @@ The emulator runs in its own process (blocks every ``--block-time`` s); this pro
    is one ``fetch_many`` over every task, as the hub makes it; counted per round: HTTP POSTs the
    emulator served and the client's CPU time (``time.process_time``). Round 0 (first reads) is
    left out of the averages.
-2. Delivery latency: the same tasks watched with ``observe``, 5 % changing every ``--period`` s;
+2. The same through the hub: the tasks watched with ``observe`` (polls every ``--period`` s, 5 %
+   changing per period); the client's CPU time over a steady ``--window`` s after every task's
+   first event, per poll period: the hub's own work per watched task is in both figures.
+3. Delivery latency: the same tasks watched with ``observe``, 5 % changing every ``--period`` s;
    for each change, the time from the landing of the block holding its logs (the emulator's clock
    stamps it) to the event's arrival in the subscriber's callback (stamped there, with the same
    wall clock), with ``ws_url`` (push) and with polls only
@@ -97,6 +100,32 @@ async def rounds(url: str, client: EmulatorClient, args: Any, logs: bool) -> dic
     }
 
 
+async def hub_rounds(url: str, client: EmulatorClient, args: Any, logs: bool) -> dict[str, float]:
+    """CPU per poll period with every task watched through the hub (``observe``)."""
+    client.reset()
+    start = 3.0  # subscribe and read every task first
+    ids = create_groups(client, args.tasks, start=start, period=args.period)
+    policy = PollPolicy(interval=args.period, jitter=0.0, reconcile_interval=60.0)
+    backend = IExecBackend(url + "/rpc", HUB_ADDRESS, policy=policy, logs=logs)
+    events = [0]
+    subs = [backend.observe(i).subscribe(lambda e: events.__setitem__(0, events[0] + 1))
+            for i in ids]
+    try:
+        await asyncio.sleep(start)
+        before, seen = client.requests()["by_route"].get(ROUTE, 0), events[0]
+        t0 = time.process_time()
+        await asyncio.sleep(args.window)
+        spent = time.process_time() - t0
+        served = client.requests()["by_route"].get(ROUTE, 0) - before
+        seen = events[0] - seen
+    finally:
+        for sub in subs:
+            sub.dispose()
+        await backend.aclose()
+    periods = args.window / args.period
+    return {"cpu_ms": 1000 * spent / periods, "posts": served / periods, "events": seen / periods}
+
+
 async def heads(ws_url: str, stop: asyncio.Event) -> None:
     """A bystander subscribed to new heads: the emulator mines each block as it lands."""
     async with aiohttp.ClientSession() as http, http.ws_connect(ws_url) as ws:
@@ -163,6 +192,8 @@ async def run(args: Any) -> None:
             httpx.post(url + "/_chain", json={"block_time": args.block_time})
             per_task = await rounds(url, client, args, logs=False)
             with_logs = await rounds(url, client, args, logs=True)
+            hub_per_task = await hub_rounds(url, client, args, logs=False)
+            hub_logs = await hub_rounds(url, client, args, logs=True)
             polls = await latency(url, client, args, push=False)
             push = await latency(url, client, args, push=True)
     finally:
@@ -178,6 +209,11 @@ async def run(args: Any) -> None:
     print(f"  {'client CPU, ms':24} {per_task['cpu_ms']:>15.2f} {with_logs['cpu_ms']:>10.2f} "
           f"{per_task['cpu_ms'] / with_logs['cpu_ms']:>7.1f}x")
     print(f"  {'tasks changed':24} {per_task['changed']:>15.1f} {with_logs['changed']:>10.1f}")
+    print(f"  through the hub (observe): per poll period, over a steady {args.window} s window")
+    print(f"  {'HTTP POSTs':24} {hub_per_task['posts']:>15.1f} {hub_logs['posts']:>10.1f}")
+    print(f"  {'client CPU, ms':24} {hub_per_task['cpu_ms']:>15.2f} {hub_logs['cpu_ms']:>10.2f} "
+          f"{hub_per_task['cpu_ms'] / hub_logs['cpu_ms']:>7.1f}x")
+    print(f"  {'events':24} {hub_per_task['events']:>15.1f} {hub_logs['events']:>10.1f}")
     print(f"  {'delivery after the block':24} {'polls':>15} {'push':>10} {'ratio':>8}")
     print(f"  {'  (polls every':24} {str(args.interval) + ' s)':>15}")
     for name in ("p50", "p99"):
@@ -192,6 +228,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--period", type=float, default=0.5, help="seconds between rounds")
     parser.add_argument("--block-time", type=float, default=0.1)
+    parser.add_argument("--window", type=float, default=5.0, help="seconds measured (hub)")
     parser.add_argument("--interval", type=float, default=1.0, help="poll interval (latency)")
     asyncio.run(run(parser.parse_args()))
 

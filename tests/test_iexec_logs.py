@@ -258,3 +258,125 @@ async def test_status_is_a_read_even_with_logs(
     event = await backend.status(task)
     assert event.native_status == "ACTIVE"
     assert reads(emulator) == {task: 1} and posts(emulator) == 1  # viewTask alone, like show
+
+
+async def test_an_idle_round_looks_only_at_tasks_past_their_deadline(
+    emulator: EmulatorClient, backend: IExecBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the deadline is a whole second: 3-4 s leaves the first rounds well before it
+    _, soon = create_deal(emulator, [{"status": "ACTIVE"}], deadline_in=4.0)
+    _, later = create_deal(emulator, [{"status": "ACTIVE"}], count=20)
+    refs = [backend.task_ref(t) for t in soon + later]
+    await mined(emulator, later[-1], 1)
+    looked: list[str] = []
+    at_time = backend.at_time
+
+    def counted(snapshot: IExecTask, now: int) -> IExecTask:
+        looked.append(snapshot.taskid)
+        return at_time(snapshot, now)
+
+    monkeypatch.setattr(backend, "at_time", counted)
+    first = await round_of(backend, refs)
+    emulator.reset_requests()
+    await round_of(backend, refs)
+    assert first[soon[0]].statusName == "ACTIVE"  # read before its deadline
+    assert looked == []  # idle tasks before their deadline: nothing to recompute
+    while time.time() < first[soon[0]].finalDeadline:
+        await asyncio.sleep(0.05)
+    after = await round_of(backend, refs)
+    assert looked == soon  # the one task whose deadline passed, and only it
+    assert after[soon[0]].statusName == "TIMEOUT" and after[soon[0]].taskTimedOut
+    assert all(after[t].statusName == "ACTIVE" for t in later)
+    looked.clear()
+    again = await round_of(backend, refs)
+    assert looked == [] and again == after
+    assert reads(emulator) == {}  # TIMEOUT needs no read
+
+
+async def test_tasks_joining_and_leaving_the_rounds(
+    emulator: EmulatorClient, backend: IExecBackend
+) -> None:
+    _, (a, b, c) = create_deal(emulator, [{"status": "ACTIVE"}], count=3)
+    ra, rb, rc = (backend.task_ref(t) for t in (a, b, c))
+    await mined(emulator, c, 1)
+    first = await round_of(backend, [ra, rb])
+    emulator.reset_requests()
+    swapped = await round_of(backend, [ra, rc])  # c joined as b left
+    assert reads(emulator) == {c: 1}  # the newcomer only
+    assert {t: s.statusName for t, s in swapped.items()} == {a: "ACTIVE", c: "ACTIVE"}
+    emulator.reset_requests()
+    assert await round_of(backend, [rc, ra]) == swapped  # the same tasks in another order
+    joined = await round_of(backend, [ra, rb, rc])  # and b came back
+    assert joined == {**first, **swapped} and reads(emulator) == {}
+    httpx.post(emulator.api_url("iexec") + "/_chain/reorg", json={"task_id": b})
+    await mined(emulator, b, 2)
+    emulator.reset_requests()
+    moved = await round_of(backend, [rb, rc])
+    assert reads(emulator) == {b: 1} and moved == {b: joined[b], c: joined[c]}
+
+
+async def test_a_moved_task_whose_read_failed_is_read_at_the_next_round(
+    emulator: EmulatorClient,
+) -> None:
+    from hostile import HostileServer, RawRequest, Reply
+
+    _, (idle, task) = create_deal(emulator, [{"status": "ACTIVE"}], count=2)
+    node = emulator.api_url("iexec") + "/rpc"
+    failing = [False]
+
+    def answer(item: dict[str, Any]) -> Any:
+        data = str(item["params"][0].get("data", "")) if item["method"] == "eth_call" else ""
+        if failing[0] and task[2:] in data:
+            busy = {"code": -32000, "message": "busy"}
+            return {"jsonrpc": "2.0", "id": item["id"], "error": busy}
+        return httpx.post(node, json=item).json()
+
+    def handler(request: RawRequest) -> Reply:
+        return Reply.json([answer(item) for item in request.json()])
+
+    await mined(emulator, task, 1)
+    with HostileServer(handler) as server:
+        backend = IExecBackend(server.url + "/rpc", HUB_ADDRESS)
+        refs = [backend.task_ref(idle), backend.task_ref(task)]
+        try:
+            await round_of(backend, refs)
+            httpx.post(emulator.api_url("iexec") + "/_chain/reorg", json={"task_id": task})
+            await mined(emulator, task, 2)
+            failing[0] = True
+            emulator.reset_requests()
+            failed = await round_of(backend, refs)
+            assert isinstance(failed[task], Exception) and failed[idle].statusName == "ACTIVE"
+            failing[0] = False
+            emulator.reset_requests()
+            again = await round_of(backend, refs)  # no new log: its last one is still unread
+            assert reads(emulator) == {task: 1} and again[task].statusName == "ACTIVE"
+            emulator.reset_requests()
+            await round_of(backend, refs)
+            assert reads(emulator) == {}
+        finally:
+            await backend.aclose()
+
+
+@pytest.mark.parametrize("change", [
+    {}, {"removed": True}, {"blockNumber": None}, {"blockNumber": "0xZZ"}, {"address": "0xABC"},
+    {"topics": ["0x" + "12" * 32, "0x" + "34" * 32]}, {"topics": ["odd"]}, {"topics": "odd"},
+    {"topics": [None, "0x" + "34" * 32]}, {"removed": "yes"}, {"removed": 1}, {"address": None},
+])
+def test_log_facts_read_an_entry_as_the_log_model_does(change: dict[str, Any]) -> None:
+    from pydantic import ValidationError
+
+    from reactive_tasks.backends.iexec._logs import ChainLog, log_facts, task_topics
+
+    hub = HUB_ADDRESS.lower()
+    task = "0x" + "ab" * 32
+    entry = {"address": HUB_ADDRESS.upper().replace("0X", "0x"), "blockNumber": "0x1f",
+             "topics": [task_topics()[3].upper().replace("0X", "0x"), task, "0x" + "00" * 32],
+             "data": "0x", "logIndex": "0x0", "removed": False, **change}
+    try:
+        log = ChainLog.model_validate(entry)
+    except ValidationError:
+        assert log_facts(entry, hub) is None
+    else:
+        assert log_facts(entry, hub) == (log.task_id(hub), log.block, log.removed)
+    if not change:  # the usual entry: a task event of the hub (case aside)
+        assert log_facts(entry, hub) == (task, 31, False)

@@ -4,34 +4,37 @@ A round is one JSON-RPC batch: ``eth_blockNumber`` plus ``eth_getLogs`` over the
 blocks since each task was last accounted for, filtered on the task events (topic 0) and the
 watched ids (topic 1, an OR list, chunked). Only tasks with new or removed logs are read with
 ``viewTask``, as are tasks never read yet and those whose last read is ``reconcile_interval``
-old; every other task is answered from its last read, its TIMEOUT computed at the current time
-as a read would. Logs are a hint only: a doubt about them (an error, an odd entry) costs a read.
+old; every other task is answered from its last read (``_cursor`` keeps it, so that an idle task
+costs a round no work), turned TIMEOUT at its final deadline as a read would. Logs are a hint
+only: a doubt about them (an error, an odd entry) costs a read.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import re
 import time
-import weakref
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from ..._session import Session
 from ..._types import Answer, snapshot_of
 from .._answers import slim_allowed
 from .._base import TaskRef
 from . import _abi as abi
+from ._cursor import IDS_PER_FILTER, Group, LogCursor, cursor_of
 from ._rpc import rpc_batch
 
 if TYPE_CHECKING:
     from ._source import IExecBackend, IExecTask
 
-__all__ = ["TASK_EVENTS", "LogCursor", "cursor_of", "read_with_logs", "task_topics"]
+__all__ = [
+    "IDS_PER_FILTER", "TASK_EVENTS", "LogCursor", "LogFacts", "cursor_of", "log_facts",
+    "read_with_logs", "task_topics",
+]
 
 #: The PoCo hub's task events (``IexecPoco2``): every change of a task emits one of them.
 TASK_EVENTS = (
@@ -43,8 +46,6 @@ TASK_EVENTS = (
     "TaskFinalize(bytes32,bytes)",
     "TaskClaimed(bytes32)",
 )
-#: How many task ids one ``eth_getLogs`` filter names (nodes cap a request's size).
-IDS_PER_FILTER = 200
 _QUANTITY = re.compile(r"^0x[0-9a-fA-F]{1,16}$")
 _TOPIC = re.compile(r"^0x[0-9a-fA-F]{64}$")
 T = TypeVar("T")
@@ -56,6 +57,12 @@ clock = time.monotonic
 def task_topics() -> tuple[str, ...]:
     """topic0 of each task event."""
     return tuple("0x" + abi.keccak(sig.encode("ascii")).hex() for sig in TASK_EVENTS)
+
+
+@functools.cache
+def _events_filter() -> list[str]:
+    """topic0 of a logs filter: any task event (one list, sent as is every round)."""
+    return list(task_topics())
 
 
 class ChainLog(BaseModel):
@@ -70,59 +77,63 @@ class ChainLog(BaseModel):
 
     def task_id(self, hub: str) -> str | None:
         """The task id of a task event of ``hub``, else None."""
-        if self.address.lower() != hub or len(self.topics) < 2:
-            return None
-        if self.topics[0].lower() not in task_topics() or not _TOPIC.fullmatch(self.topics[1]):
-            return None
-        return self.topics[1].lower()
+        return _task_id(self.address, self.topics, hub)
 
     @property
     def block(self) -> int | None:
-        number = self.blockNumber
-        return int(number, 16) if number is not None and _QUANTITY.fullmatch(number) else None
+        return _block(self.blockNumber)
 
 
-@dataclass(slots=True)
-class _Known:
-    snapshot: IExecTask
-    block: int  # every log of the task up to this block has been accounted for
-    read_at: float  # monotonic time of the last viewTask read
-    seen_at: float  # monotonic time it was last asked for
+class LogFacts(NamedTuple):
+    """What a round takes from one log entry."""
+
+    task_id: str | None  # of a task event of the hub, else None
+    block: int | None
+    removed: bool
 
 
-class LogCursor:
-    """What each task read through one session was, and up to which block (per backend and
-    loop, like the session)."""
+def log_facts(item: Any, hub: str) -> LogFacts | None:
+    """The facts of a log entry, or None when it does not match ``ChainLog``.
 
-    def __init__(self) -> None:
-        self.known: dict[TaskRef, _Known] = {}
-        self._next_sweep = 0.0
-
-    def note(self, ref: TaskRef, snapshot: IExecTask, block: int, now: float) -> None:
-        """Remember a fresh read of ``ref``, accounting for its logs up to ``block``."""
-        known = self.known.get(ref)
-        if known is not None:
-            block = max(block, known.block)
-        self.known[ref] = _Known(snapshot, block, now, now)
-
-    def sweep(self, now: float, keep_for: float) -> None:
-        """Forget tasks nobody asked about for ``keep_for`` seconds (their watch ended)."""
-        if now < self._next_sweep:
-            return
-        self._next_sweep = now + keep_for / 2
-        for ref in [r for r, k in self.known.items() if now - k.seen_at > keep_for]:
-            del self.known[ref]
-
-
-_cursors: weakref.WeakKeyDictionary[Session, LogCursor] = weakref.WeakKeyDictionary()
+    An entry in the shape nodes write (a dict of strings, a list of string topics, a boolean
+    ``removed``) is read as is, as ``ChainLog`` would read it; any other is validated first.
+    """
+    if type(item) is dict:
+        address, topics = item.get("address"), item.get("topics")
+        number, removed = item.get("blockNumber"), item.get("removed", False)
+        if (
+            type(address) is str
+            and type(topics) is list
+            and all(map(_is_str, topics))
+            and (number is None or type(number) is str)
+            and type(removed) is bool
+        ):
+            return LogFacts(_task_id(address, topics, hub), _block(number), removed)
+    try:
+        log = ChainLog.model_validate(item)
+    except ValidationError:
+        return None
+    return LogFacts(log.task_id(hub), log.block, log.removed)
 
 
-def cursor_of(session: Session) -> LogCursor:
-    """The log cursor of ``session``, made on first use and gone with it."""
-    cursor = _cursors.get(session)
-    if cursor is None:
-        cursor = _cursors[session] = LogCursor()
-    return cursor
+_is_str = str.__instancecheck__
+
+
+def _task_id(address: str, topics: list[str], hub: str) -> str | None:
+    if address.lower() != hub or len(topics) < 2:
+        return None
+    if topics[0].lower() not in _topic_set() or not _TOPIC.fullmatch(topics[1]):
+        return None
+    return topics[1].lower()
+
+
+def _block(number: str | None) -> int | None:
+    return int(number, 16) if number is not None and _QUANTITY.fullmatch(number) else None
+
+
+@functools.cache
+def _topic_set() -> frozenset[str]:
+    return frozenset(task_topics())
 
 
 def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
@@ -133,29 +144,24 @@ def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
 async def read_with_logs(
     backend: IExecBackend, refs: Sequence[TaskRef]
 ) -> list[tuple[TaskRef, IExecTask | Answer[IExecTask] | BaseException]]:
-    """One round for ``refs``: the logs batch, then ``viewTask`` batches for the tasks to read."""
+    """One round for ``refs``: the logs batch, then ``viewTask`` batches for the tasks to read.
+
+    An idle task costs nothing here: its answers wait in the cursor's group (``_cursor``).
+    """
     session = backend.session()
     cursor = cursor_of(session)
     now = clock()
     reconcile = backend.policy.reconcile_interval
     cursor.sweep(now, keep_for=2 * reconcile)
-    tracked: dict[str, list[TaskRef]] = {}
-    to_read: set[TaskRef] = set()
-    since = -1  # the oldest block any tracked task's logs were read to
-    for ref in refs:
-        known = cursor.known.get(ref)
-        if known is None or now - known.read_at >= reconcile:
-            to_read.add(ref)
-        else:
-            known.seen_at = now
-            tracked.setdefault(ref.task_id, []).append(ref)
-            if since < 0 or known.block < since:
-                since = known.block
-    head, moved = await _scan(backend, cursor, tracked, refs, since)
+    group = cursor.group_for(refs if isinstance(refs, list) else list(refs), now)
+    to_read = set(group.fresh)
+    to_read.update(cursor.due(now, reconcile, group))
+    head, moved = await _scan(backend, cursor, group, refs)
     to_read.update(moved)
-    outcomes: dict[TaskRef, IExecTask | BaseException] = {}
+    read: dict[TaskRef, IExecTask] = {}
+    failed: dict[TaskRef, BaseException] = {}
     if to_read:
-        ordered = [r for r in refs if r in to_read]
+        ordered = sorted(to_read, key=group.index.__getitem__)
         batches = await asyncio.gather(
             *(backend._read_tasks(chunk) for chunk in _chunks(ordered, backend.batch_size)),
             return_exceptions=True,
@@ -164,57 +170,67 @@ async def read_with_logs(
             if isinstance(batch, BaseException):
                 if isinstance(batch, asyncio.CancelledError):
                     raise batch
-                outcomes.update((r, batch) for r in chunk)
+                failed.update((r, batch) for r in chunk)
                 continue
             for ref, answer in batch:
                 # Few tasks are read in a logs round, and the cursor keeps what each read said:
                 # built in full here (a slim answer's snapshot validates on demand).
                 try:
-                    outcome = answer if isinstance(answer, BaseException) else snapshot_of(answer)
+                    if isinstance(answer, BaseException):
+                        raise answer
+                    snapshot = snapshot_of(answer)
                 except Exception as exc:
-                    outcome = exc
-                outcomes[ref] = outcome
-                if not isinstance(outcome, BaseException):
-                    cursor.note(ref, outcome, max(head, moved.get(ref, head)), now)
-    wall = int(time.time())  # the SDK's clock, as a read computes TIMEOUT
+                    failed[ref] = exc
+                    continue
+                read[ref] = snapshot
+                cursor.note(ref, snapshot, max(head, moved.get(ref, head)), now)
+    expired = cursor.expire(int(time.time()), backend.at_time)  # the SDK's clock, as in reads
+    known = cursor.known
+    if failed:
+        # Their logs since their block are not accounted for: they keep their block, and the
+        # next round lists the group anew from each task's own block.
+        for ref in failed:
+            entry = known.get(ref)
+            if entry is not None:
+                entry.block, entry.group = entry.accounted(), None
+        if cursor.group is group:
+            cursor.group = None
+    else:
+        group.fresh = []
+    group.block = max(group.block, head)
     # In the hub's rounds an idle task is answered keyed, so that the hub reads nothing of it
-    # while its key (status, statusName) stands still; elsewhere with the snapshot itself.
+    # while its key (status, statusName) stands still; elsewhere with the snapshot itself. A
+    # task read in this round is answered with its new snapshot, an error with the error.
     from ._source import IExecBackend as owner  # the module that imports this one
 
     slim = slim_allowed(backend, owner)
-    answers: list[tuple[TaskRef, IExecTask | Answer[IExecTask] | BaseException]] = []
-    for ref in refs:
-        if ref in outcomes:
-            answers.append((ref, outcomes[ref]))
-            continue
-        known = cursor.known[ref]
-        known.block = max(known.block, head)
-        snapshot = backend.at_time(known.snapshot, wall)
-        if slim:
-            answers.append((ref, Answer.built((snapshot.status, snapshot.statusName), snapshot)))
-        else:
-            answers.append((ref, snapshot))
+    answers: list[tuple[TaskRef, Any]] = list(group.keyed if slim else group.plain)
+    for ref in expired:  # set in the group's lists too, unless another round replaced them
+        entry = known.get(ref)
+        if entry is not None:
+            for i in group.places(ref):
+                answers[i] = (ref, entry.keyed if slim else entry.snapshot)
+    for ref, outcome in itertools.chain(read.items(), failed.items()):
+        for i in group.places(ref):
+            answers[i] = (ref, outcome)
     return answers
 
 
 async def _scan(
-    backend: IExecBackend,
-    cursor: LogCursor,
-    tracked: Mapping[str, list[TaskRef]],
-    refs: Sequence[TaskRef],
-    since: int,
+    backend: IExecBackend, cursor: LogCursor, group: Group, refs: Sequence[TaskRef]
 ) -> tuple[int, dict[TaskRef, int]]:
-    """The head block and the tracked tasks with logs since their block (with their latest
+    """The head block and the group's tasks with logs since their block (with their latest
     log's block); a task whose logs could not be read counts as moved. Every chunk asks from
-    ``since`` + 1 (tasks mostly share one block; older logs of a task are filtered below)."""
+    the group's block + 1 (tasks mostly share it; older logs of a task are filtered below). A
+    group none of whose tasks was read yet asks only for the head."""
     hub = backend.hub_address
-    ids = sorted(tracked)
-    chunks = list(_chunks(ids, IDS_PER_FILTER))
+    since = group.block
+    filters = group.filters if since >= 0 else []
     requests: list[tuple[str, list[Any]]] = [("eth_blockNumber", [])]
-    for chunk in chunks:
-        low = since + 1
-        topics = [list(task_topics()), list(chunk)]
-        request = {"address": hub, "fromBlock": hex(low), "toBlock": "latest", "topics": topics}
+    low = hex(since + 1)
+    for chunk in filters:
+        topics = [_events_filter(), chunk]
+        request = {"address": hub, "fromBlock": low, "toBlock": "latest", "topics": topics}
         requests.append(("eth_getLogs", [request]))
     shown = refs[0].task_id if len(refs) == 1 else None
     answers = await rpc_batch(backend, requests, shown)
@@ -224,27 +240,28 @@ async def _scan(
         raise backend.protocol_error("eth_blockNumber did not answer a block number", shown)
     head = int(answers[0], 16)
     moved: dict[TaskRef, int] = {}
-    for chunk, answer in zip(chunks, answers[1:], strict=True):
-        logs = _logs_of(answer)
+    known, by_id = cursor.known, group.by_id
+    for chunk, answer in zip(filters, answers[1:], strict=True):
+        logs = _logs_of(answer, hub)
         if logs is None:
-            moved.update((r, head) for i in chunk for r in tracked[i])
+            moved.update((r, head) for i in chunk for r in by_id[i])
             continue
-        for log in logs:
-            task_id = log.task_id(hub)
-            for ref in tracked.get(task_id or "", ()):
-                block = log.block
+        for task_id, block, removed in logs:
+            for ref in by_id.get(task_id or "", ()):
+                entry = known.get(ref)
+                if entry is None:
+                    continue  # never read: read this round anyway
                 if block is None:
                     moved[ref] = max(moved.get(ref, head), head)
-                elif log.removed or block > cursor.known[ref].block:
+                elif removed or block > entry.accounted():
                     moved[ref] = max(moved.get(ref, head), block)
     return head, moved
 
 
-def _logs_of(answer: Any) -> list[ChainLog] | None:
-    """The logs of an ``eth_getLogs`` answer, or None when it is an error or off-shape."""
+def _logs_of(answer: Any, hub: str) -> list[LogFacts] | None:
+    """The facts of an ``eth_getLogs`` answer's logs, or None when it is an error or any entry
+    is off-shape."""
     if not isinstance(answer, list):
         return None
-    try:
-        return [ChainLog.model_validate(item) for item in answer]
-    except ValidationError:
-        return None
+    facts = [log_facts(item, hub) for item in answer]
+    return None if None in facts else cast("list[LogFacts]", facts)

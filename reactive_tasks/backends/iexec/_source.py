@@ -368,6 +368,14 @@ _Outcome = IExecTask | Answer[IExecTask] | BaseException
 _NULL_RAW32 = bytes(32)
 
 
+def changes_at(snapshot: IExecTask) -> int | None:
+    """The unix time from which ``at_time`` gives something else of ``snapshot`` (a read would,
+    with nothing new on chain): its final deadline, unless it completed or timed out; else None."""
+    if snapshot.taskTimedOut or snapshot.status == COMPLETED:
+        return None
+    return snapshot.finalDeadline or 0
+
+
 def _status_name(status: int, final_deadline: int, now: int) -> tuple[StatusName, bool]:
     """The SDK's ``statusName`` and ``taskTimedOut`` of a known on-chain status: TIMEOUT once
     the final deadline passed before the task completed or failed."""

@@ -17,12 +17,11 @@ import random
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
-from pydantic import ValidationError
 
 from ..._redact import scrub
 from ..._types import FeedSink, TaskRef, snapshot_of
 from . import _logs
-from ._logs import IDS_PER_FILTER, ChainLog, cursor_of, task_topics
+from ._logs import IDS_PER_FILTER, cursor_of, log_facts, task_topics
 
 if TYPE_CHECKING:
     from ._source import IExecBackend
@@ -223,12 +222,10 @@ class LogFeed:
             return
         params = item.get("params")
         result = params.get("result") if isinstance(params, dict) else None
-        try:
-            log = ChainLog.model_validate(result)
-        except ValidationError:
+        log = log_facts(result, self._backend.hub_address)
+        if log is None:
             return
-        task_id = log.task_id(self._backend.hub_address)
-        for ref in self._refs.get(task_id or "", ()):
+        for ref in self._refs.get(log.task_id or "", ()):
             block = log.block or 0
             self._to_read[ref] = max(self._to_read.get(ref, 0), block)
         if len(self._to_read) >= self._backend.batch_size:
