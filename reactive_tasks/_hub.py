@@ -161,7 +161,12 @@ class PollHub(Generic[S]):
         self._source = source
         self._loop = loop
         self._watches: dict[TaskRef, _Watch] = {}
-        self._heap: list[tuple[float, int, _Watch]] = []
+        # (due, push order, watches): the watches pushed one after another with one due time
+        # share an entry (the answers of a round), so a round costs one heap entry per batch,
+        # not one long-lived tuple per task. An entry's watch is due then if still valid.
+        self._heap: list[tuple[float, int, list[_Watch]]] = []
+        self._tail: list[_Watch] | None = None  # the watches of the latest entry pushed
+        self._tail_due = math.nan
         self._counter = 0
         self._timer: asyncio.TimerHandle | None = None
         self._timer_when = math.inf
@@ -299,6 +304,7 @@ class PollHub(Generic[S]):
             self._leave_batch(watch, cancel_empty=True)
         if not self._watches:
             self._heap.clear()
+            self._tail = None
             self._fresh.clear()
             self._queued.clear()
             self._disarm()
@@ -369,10 +375,16 @@ class PollHub(Generic[S]):
         return due
 
     def _push(self, watch: _Watch) -> None:
-        self._counter += 1
-        heapq.heappush(self._heap, (watch.next_due, self._counter, watch))
-        if watch.next_due < self._timer_when:
-            self._arm(watch.next_due)
+        due = watch.next_due
+        tail = self._tail
+        if tail is not None and self._tail_due == due:
+            tail.append(watch)  # pushed right after a watch due at the same time: same entry
+        else:
+            self._counter += 1
+            self._tail, self._tail_due = [watch], due
+            heapq.heappush(self._heap, (due, self._counter, self._tail))
+        if due < self._timer_when:
+            self._arm(due)
 
     def _arm(self, when: float) -> None:
         self._disarm()
@@ -388,6 +400,9 @@ class PollHub(Generic[S]):
     def _valid(self, due: float, watch: _Watch) -> bool:
         return not watch.closed and not watch.in_flight and watch.next_due == due
 
+    def _any_valid(self, due: float, watches: list[_Watch]) -> bool:
+        return any(self._valid(due, watch) for watch in watches)
+
     def _tick(self) -> None:
         self._timer = None
         self._timer_when = math.inf
@@ -397,12 +412,16 @@ class PollHub(Generic[S]):
         seen: list[_Watch] = []
         heap = self._heap
         while heap and heap[0][0] <= horizon:
-            when, _, watch = heapq.heappop(heap)
-            if self._valid(when, watch):
-                watch.in_flight = True
-                (seen if watch.answered_at else fresh).append(watch)
-        while heap and not self._valid(heap[0][0], heap[0][2]):
-            heapq.heappop(heap)
+            when, _, watches = heapq.heappop(heap)
+            if watches is self._tail:
+                self._tail = None
+            for watch in watches:
+                if self._valid(when, watch):
+                    watch.in_flight = True
+                    (seen if watch.answered_at else fresh).append(watch)
+        while heap and not self._any_valid(heap[0][0], heap[0][2]):
+            if heapq.heappop(heap)[2] is self._tail:
+                self._tail = None
         if heap:
             self._arm(heap[0][0])
         if self._source.max_batch is None:

@@ -116,13 +116,18 @@ def each_entry(
     ``slim_reader``) a wanted entry whose slim key reads is an ``Answer`` validated on demand;
     one whose key fields ``slim`` cannot vouch for is validated at once. With ``then``, what is
     yielded (or built on demand) is ``then(entry)`` (it may raise the task's ``ProtocolError``).
+
+    Each wanted entry's slot in ``items`` is cleared once it was handed on: the raw JSON of an
+    answer the hub settled is freed at once, rather than kept by the rest of the page until
+    the garbage collector has moved it to its oldest generation (whose full scans then run
+    more often, over every long-lived watch).
     """
     if not isinstance(items, list):
         raise backend.protocol_error(f"{what} is not a list")
     seen: set[Hashable] = set()
     # One validator for the whole answer: it finds an entry's task id only when it fails.
     build = _Validator(backend, model, what, key, wanted, then)
-    for item in items:
+    for index, item in enumerate(items):
         try:
             k = key(item)
         except (AttributeError, KeyError, TypeError):
@@ -137,8 +142,10 @@ def each_entry(
             except SLIM_ERRORS:
                 pass  # a key field the slim read cannot vouch for: validate it all now
             else:
+                items[index] = None
                 yield k, Answer(slim_key, item, build)
                 continue
+        items[index] = None
         try:
             yield k, build(item)
         except ProtocolError as exc:
