@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, Literal, TypeVar
 
+from ._compact import compact
 from ._errors import BackendError, ObservationTimeout, TransientFault
 from ._feeds import FeedLink
 from ._models import TaskEvent
@@ -55,7 +56,7 @@ def _make_event(
     source: Source, ref: TaskRef, snapshot: Any, reading: Reading, sequence: int,
     via: Via = "poll",
 ) -> TaskEvent[Any]:
-    return _Event(
+    event = _Event(
         backend=source.name,
         task_id=ref.task_id,
         kind=reading.state.event_kind,
@@ -68,6 +69,9 @@ def _make_event(
         snapshot=snapshot,
         via=via,
     )
+    compact(event)  # a watch keeps its latest event, and its snapshot, as long as it lives
+    compact(snapshot)
+    return event
 
 
 def _read(source: Source, ref: TaskRef, snapshot: Any) -> tuple[Reading, Hashable]:
