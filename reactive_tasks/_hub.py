@@ -26,8 +26,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, Literal, TypeVar
 
-from reactivex import abc
-
+from ._compact import compact
 from ._errors import BackendError, ObservationTimeout, TransientFault
 from ._feeds import FeedLink
 from ._models import TaskEvent
@@ -57,7 +56,7 @@ def _make_event(
     source: Source, ref: TaskRef, snapshot: Any, reading: Reading, sequence: int,
     via: Via = "poll",
 ) -> TaskEvent[Any]:
-    return _Event(
+    event = _Event(
         backend=source.name,
         task_id=ref.task_id,
         kind=reading.state.event_kind,
@@ -70,6 +69,9 @@ def _make_event(
         snapshot=snapshot,
         via=via,
     )
+    compact(event)  # a watch keeps its latest event, and its snapshot, as long as it lives
+    compact(snapshot)
+    return event
 
 
 def _read(source: Source, ref: TaskRef, snapshot: Any) -> tuple[Reading, Hashable]:
@@ -115,7 +117,12 @@ async def fetch_once(source: Source, ref: TaskRef, policy: PollPolicy) -> TaskEv
 
 @dataclass(eq=False, slots=True)
 class _Subscription:
-    observer: abc.ObserverBase[Any]
+    """One subscriber of a watch: its three callbacks (no observer object in between: the hub
+    stops calling them once ``disposed``, as reactivex's auto-detaching observer would)."""
+
+    on_next: Callable[[Any], None]
+    on_error: Callable[[Exception], None]
+    on_completed: Callable[[], None]
     policy: PollPolicy
     watch: _Watch | None = None
     timer: asyncio.TimerHandle | None = None
@@ -142,10 +149,9 @@ class _Watch:
     closed: bool = False
     batch: asyncio.Task[None] | None = None
     recheck: bool = False  # a feed came up while this poll was in flight: poll again at once
-    # the last slim answer's key, with the snapshot, reading and change key read from it
-    # (two fields, not a pair: one long-lived tuple fewer per change of every watch)
+    # The slim key of the last accepted answer, when that answer was a slim ``Answer`` (else
+    # None): a poll answering the same key again changed nothing, and is settled on it alone.
     answered_key: Hashable = None
-    answered: tuple[Any, Reading, Hashable] | None = None
 
 
 class PollHub(Generic[S]):
@@ -159,7 +165,12 @@ class PollHub(Generic[S]):
         self._source = source
         self._loop = loop
         self._watches: dict[TaskRef, _Watch] = {}
-        self._heap: list[tuple[float, int, _Watch]] = []
+        # (due, push order, watches): the watches pushed one after another with one due time
+        # share an entry (the answers of a round), so a round costs one heap entry per batch,
+        # not one long-lived tuple per task. An entry's watch is due then if still valid.
+        self._heap: list[tuple[float, int, list[_Watch]]] = []
+        self._tail: list[_Watch] | None = None  # the watches of the latest entry pushed
+        self._tail_due = math.nan
         self._counter = 0
         self._timer: asyncio.TimerHandle | None = None
         self._timer_when = math.inf
@@ -172,6 +183,7 @@ class PollHub(Generic[S]):
         self._pace = Pace(source.name)
         self._epoch = loop.time()
         self._phase = random.random()
+        self._grid = (math.nan, math.nan, math.nan, math.nan)  # the latest _aligned: in, out
         # (start, end) of the latest callbacks that held the loop for a while
         self._stalls: deque[tuple[float, float]] = deque(maxlen=16)
         self._feed = FeedLink(source, loop, self)
@@ -231,6 +243,11 @@ class PollHub(Generic[S]):
         if watch.last_event is not None:
             self._deliver(sub, watch.last_event)
 
+    def replays(self, ref: TaskRef) -> bool:
+        """True when ``add`` of ``ref`` would deliver the watch's latest event at once."""
+        watch = self._watches.get(ref)
+        return watch is not None and watch.last_event is not None
+
     def remove(self, sub: _Subscription) -> None:
         """Stop ``sub``; when it was a task's last subscription, stop polling that task now."""
         sub.disposed = True
@@ -270,13 +287,12 @@ class PollHub(Generic[S]):
 
     def _time_out(self, sub: _Subscription) -> None:
         watch = sub.watch
-        observer = sub.observer
         self.remove(sub)
         task = self._source.display_id(watch.ref.task_id) if watch else "?"
         self._call(
             watch.ref.task_id if watch else "",
             "on_error",
-            observer.on_error,
+            sub.on_error,
             ObservationTimeout(
                 f"{self._source.name} task {task} reached no terminal state "
                 f"within {sub.policy.timeout} s"
@@ -292,6 +308,7 @@ class PollHub(Generic[S]):
             self._leave_batch(watch, cancel_empty=True)
         if not self._watches:
             self._heap.clear()
+            self._tail = None
             self._fresh.clear()
             self._queued.clear()
             self._disarm()
@@ -346,34 +363,32 @@ class PollHub(Generic[S]):
             return max(policy.interval, policy.reconcile_interval)
         return policy.interval
 
-    def _next_due(self, watch: _Watch, now: float) -> float:
-        """When ``watch`` polls next after a successful answer."""
-        if watch.recheck:
-            watch.recheck = False
-            return now
-        # From the tick the poll belonged to, not from when its answer was read: answers of
-        # one round settle over some milliseconds and must not straddle a grid line, or the
-        # round splits into several batches next time. A round slower than its period waits
-        # from now instead.
-        period = self._period(watch.policy)
-        due = self._aligned(watch.polled_at, watch.policy, period)
-        return due if due > now else self._aligned(now, watch.policy, period)
-
     def _aligned(self, now: float, policy: PollPolicy, period: float | None = None) -> float:
         """The next tick of ``policy``'s grid (of ``period``, default its interval), so that
         tasks on one interval batch together."""
         interval = policy.interval if period is None else period
-        origin = self._epoch + self._phase * policy.jitter * interval
+        jitter = policy.jitter
+        memo = self._grid
+        if memo[0] == now and memo[1] == interval and memo[2] == jitter:
+            return memo[3]  # the answers of one round share their tick
+        origin = self._epoch + self._phase * jitter * interval
         due = origin + (math.floor((now - origin) / interval) + 1) * interval
         if due - now < interval / 2:
             due += interval
+        self._grid = (now, interval, jitter, due)
         return due
 
     def _push(self, watch: _Watch) -> None:
-        self._counter += 1
-        heapq.heappush(self._heap, (watch.next_due, self._counter, watch))
-        if watch.next_due < self._timer_when:
-            self._arm(watch.next_due)
+        due = watch.next_due
+        tail = self._tail
+        if tail is not None and self._tail_due == due:
+            tail.append(watch)  # pushed right after a watch due at the same time: same entry
+        else:
+            self._counter += 1
+            self._tail, self._tail_due = [watch], due
+            heapq.heappush(self._heap, (due, self._counter, self._tail))
+        if due < self._timer_when:
+            self._arm(due)
 
     def _arm(self, when: float) -> None:
         self._disarm()
@@ -389,6 +404,9 @@ class PollHub(Generic[S]):
     def _valid(self, due: float, watch: _Watch) -> bool:
         return not watch.closed and not watch.in_flight and watch.next_due == due
 
+    def _any_valid(self, due: float, watches: list[_Watch]) -> bool:
+        return any(self._valid(due, watch) for watch in watches)
+
     def _tick(self) -> None:
         self._timer = None
         self._timer_when = math.inf
@@ -398,12 +416,16 @@ class PollHub(Generic[S]):
         seen: list[_Watch] = []
         heap = self._heap
         while heap and heap[0][0] <= horizon:
-            when, _, watch = heapq.heappop(heap)
-            if self._valid(when, watch):
-                watch.in_flight = True
-                (seen if watch.answered_at else fresh).append(watch)
-        while heap and not self._valid(heap[0][0], heap[0][2]):
-            heapq.heappop(heap)
+            when, _, watches = heapq.heappop(heap)
+            if watches is self._tail:
+                self._tail = None
+            for watch in watches:
+                if self._valid(when, watch):
+                    watch.in_flight = True
+                    (seen if watch.answered_at else fresh).append(watch)
+        while heap and not self._any_valid(heap[0][0], heap[0][2]):
+            if heapq.heappop(heap)[2] is self._tail:
+                self._tail = None
         if heap:
             self._arm(heap[0][0])
         if self._source.max_batch is None:
@@ -455,7 +477,7 @@ class PollHub(Generic[S]):
         # for them) use the longest request timeout any subscriber of these tasks asked for.
         timeout = max(w.policy.request_timeout for w in chunk)
         request_timeout_var.set(timeout)
-        lazy_answers_var.set(True)  # the source may answer with slim ``Answer``s (_read_answer)
+        lazy_answers_var.set(True)  # the source may answer with slim ``Answer``s (see _accept)
         for member in chunk:
             member.deadline = member.polled_at + timeout
         try:
@@ -509,16 +531,25 @@ class PollHub(Generic[S]):
             return
         watch.failures = 0
         if self._accept(watch, outcome, "poll"):
-            self._paced(watch, now)
-            watch.next_due = self._next_due(watch, now)
+            watch.next_due = self._paced(watch, now)
             self._push(watch)
 
     def _accept(self, watch: _Watch, snapshot: Any, via: Via) -> bool:
         """Read an answer (polled or pushed) and deliver an event when its change key moved;
         an answer older than the last accepted one (by the source's order key) is dropped.
-        False when the watch ended with it (terminal state, unreadable answer)."""
+        False when the watch ended with it (terminal state, unreadable answer).
+
+        A slim ``Answer`` with the slim key of the last accepted answer is that answer again
+        (equal slim keys: equal readings, change and order keys): nothing is read or built.
+        """
+        slim = type(snapshot) is Answer
+        if slim and watch.answered_key is not None and snapshot.key == watch.answered_key:
+            return True
         try:
-            snapshot, reading, key = _read_answer(self._source, watch, snapshot)
+            answered_key = snapshot.key if slim else None
+            if slim:
+                snapshot = snapshot.snapshot()
+            reading, key = _read(self._source, watch.ref, snapshot)
             order = _order(self._source, watch.ref, snapshot, reading)
             if order is not None and watch.last_order is not None and order < watch.last_order:
                 return True  # stale: it left the server before an answer already seen
@@ -534,6 +565,7 @@ class PollHub(Generic[S]):
             self._fail(watch, exc)
             return False
         watch.last_order = order
+        watch.answered_key = answered_key
         if event is not None:
             watch.sequence += 1
             watch.last_key = key
@@ -547,15 +579,25 @@ class PollHub(Generic[S]):
             return False
         return not watch.closed
 
-    def _paced(self, watch: _Watch, now: float) -> None:
-        """Count an answered poll towards the hub's pace. An answer that came after its task's
-        next tick pushes the next poll out (``_next_due``): while a round of due polls takes
-        longer than the period, that happens to every task alike, as each waits its turn."""
-        period = self._period(watch.policy)
-        late = self._aligned(watch.polled_at, watch.policy, period) <= now
+    def _paced(self, watch: _Watch, now: float) -> float:
+        """Count an answered poll towards the hub's pace, and say when ``watch`` polls next.
+
+        From the tick the poll belonged to, not from when its answer was read: answers of one
+        round settle over some milliseconds and must not straddle a grid line, or the round
+        splits into several batches next time. An answer that came after its task's next tick
+        waits from now instead: while a round of due polls takes longer than the period, that
+        happens to every task alike, as each waits its turn.
+        """
+        policy = watch.policy
+        period = self._period(policy)
+        due = self._aligned(watch.polled_at, policy, period)
         since = now - watch.answered_at if watch.answered_at else None
-        self._pace.answered(now, now - watch.next_due, since, period, late)
+        self._pace.answered(now, now - watch.next_due, since, period, due <= now)
         watch.answered_at = now
+        if watch.recheck:
+            watch.recheck = False
+            return now
+        return due if due > now else self._aligned(now, policy, period)
 
     def _stalled_out(self, watch: _Watch, outcome: BaseException) -> bool:
         """True when a poll timed out while a callback held the loop: its timer ran out behind
@@ -568,16 +610,16 @@ class PollHub(Generic[S]):
         """End one subscription with ``error``; the shared poll goes on for the others."""
         task_id = sub.watch.ref.task_id if sub.watch else ""
         self.remove(sub)
-        self._call(task_id, "on_error", sub.observer.on_error, error)
+        self._call(task_id, "on_error", sub.on_error, error)
 
     def _complete(self, watch: _Watch) -> None:
-        self._finish(watch, "on_completed", lambda observer: observer.on_completed())
+        self._finish(watch, "on_completed", lambda sub: sub.on_completed())
 
     def _fail(self, watch: _Watch, error: Exception) -> None:
-        self._finish(watch, "on_error", lambda observer: observer.on_error(error))
+        self._finish(watch, "on_error", lambda sub: sub.on_error(error))
 
     def _finish(
-        self, watch: _Watch, what: str, notify: Callable[[abc.ObserverBase[Any]], None]
+        self, watch: _Watch, what: str, notify: Callable[[_Subscription], None]
     ) -> None:
         """Stop polling ``watch`` and send every live subscriber its last notification."""
         subs = list(watch.subs)
@@ -587,12 +629,12 @@ class PollHub(Generic[S]):
                 sub.timer.cancel()
             if not sub.disposed:
                 sub.disposed = True
-                self._call(watch.ref.task_id, what, notify, sub.observer)
+                self._call(watch.ref.task_id, what, notify, sub)
 
     def _deliver(self, sub: _Subscription, event: TaskEvent[Any]) -> None:
         if sub.disposed:
             return
-        if not self._call(event.task_id, "on_next", sub.observer.on_next, event):
+        if not self._call(event.task_id, "on_next", sub.on_next, event):
             self.remove(sub)  # a broken subscriber gets nothing more; the others go on
 
     def _call(self, task_id: str, what: str, fn: Callable[..., None], *args: Any) -> bool:
@@ -609,22 +651,6 @@ class PollHub(Generic[S]):
         """Which task a callback's log line is about."""
         source = self._source
         return f"{source.name} task {source.display_id(task_id) if task_id else '?'}"
-
-
-def _read_answer(source: Source, watch: _Watch, outcome: Any) -> tuple[Any, Reading, Hashable]:
-    """Snapshot, reading and change key of an answer. A slim ``Answer`` is validated into its
-    snapshot only when its key moved since the last one; else those of the last are reused
-    (equal slim keys, equal readings: no new event, nothing validated or interpreted)."""
-    if not isinstance(outcome, Answer):
-        return (outcome, *_read(source, watch.ref, outcome))
-    answered = watch.answered
-    if answered is not None and watch.answered_key == outcome.key:
-        return answered
-    snapshot = outcome.snapshot()
-    read = (snapshot, *_read(source, watch.ref, snapshot))
-    watch.answered_key = outcome.key
-    watch.answered = read
-    return read
 
 
 def _shared_policy(subs: Sequence[_Subscription]) -> PollPolicy:
@@ -676,6 +702,10 @@ _hubs: weakref.WeakKeyDictionary[Source, _PerLoop] = weakref.WeakKeyDictionary()
 
 def hub_for(source: Source, loop: asyncio.AbstractEventLoop) -> PollHub[Any]:
     """The hub polling ``source``'s tasks on ``loop``, made on first use."""
+    per_loop = _hubs.get(source)
+    hub = per_loop.get(loop) if per_loop is not None else None  # no lock once it exists
+    if hub is not None:
+        return hub
     with _registry_lock:
         per_loop = _hubs.get(source)
         if per_loop is None:

@@ -47,17 +47,22 @@ class Pace:
         """Count one poll answered ``lag`` s after it fell due, ``period`` s after the task's
         previous poll (None for its first), on an ``interval``; ``late`` when its answer came
         after the task's next tick, so that its next poll is pushed out."""
-        if now - self._start >= max(_WINDOW, self._interval) and self._answers:
+        # (called once per answer: comparisons rather than max/min calls)
+        window = self._interval if self._interval > _WINDOW else _WINDOW
+        if self._answers and now - self._start >= window:
             self._close_window(now)
         if self._answers == 0:
             self._start = now
         self._answers += 1
-        self._late += late
-        self._lag_sum += max(0.0, lag)
+        if late:
+            self._late += 1
+        if lag > 0.0:
+            self._lag_sum += lag
         if period is not None:
             self._period_sum += period
             self._periods += 1
-        self._interval = min(self._interval, interval)
+        if interval < self._interval:
+            self._interval = interval
 
     def _close_window(self, now: float) -> None:
         self.lag = self._lag_sum / self._answers

@@ -62,7 +62,9 @@ def session_if_open(owner: ScopeOwner, loop: asyncio.AbstractEventLoop) -> Sessi
 
 def hub_of(owner: ScopeOwner, loop: asyncio.AbstractEventLoop) -> PollHub[Any]:
     """``owner``'s poll hub on ``loop``, its session opened with it (not while it closes)."""
-    session = _scope(owner, loop).session
+    loops = _scopes.get(owner)
+    scope = loops.get(loop) if loops is not None else None  # no lock once it exists
+    session = (scope or _scope(owner, loop)).session
     if session.closed:
         raise session.closed_error()
     return hub_for(owner, loop)  # type: ignore[arg-type]  # a backend is a Source too

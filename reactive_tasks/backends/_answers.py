@@ -105,6 +105,7 @@ def each_entry(
     wanted: Mapping[Hashable, str | None],
     what: str,
     slim: Callable[[Any], Hashable] | None = None,
+    then: Callable[[M], Any] | None = None,
 ) -> Iterator[tuple[Hashable, M | Answer[M] | ProtocolError]]:
     """The entries of ``items`` (a JSON list) that ``wanted`` asks for, each read alone.
 
@@ -113,28 +114,38 @@ def each_entry(
     read) is skipped unvalidated; a wanted entry that does not match ``model`` becomes that
     task's ``ProtocolError``. The first entry of a key counts. With ``slim`` (see
     ``slim_reader``) a wanted entry whose slim key reads is an ``Answer`` validated on demand;
-    one whose key fields ``slim`` cannot vouch for is validated at once.
+    one whose key fields ``slim`` cannot vouch for is validated at once. With ``then``, what is
+    yielded (or built on demand) is ``then(entry)`` (it may raise the task's ``ProtocolError``).
+
+    Each wanted entry's slot in ``items`` is cleared once it was handed on: the raw JSON of an
+    answer the hub settled is freed at once, rather than kept by the rest of the page until
+    the garbage collector has moved it to its oldest generation (whose full scans then run
+    more often, over every long-lived watch).
     """
     if not isinstance(items, list):
         raise backend.protocol_error(f"{what} is not a list")
     seen: set[Hashable] = set()
-    for item in items:
+    # One validator for the whole answer: it finds an entry's task id only when it fails.
+    build = _Validator(backend, model, what, key, wanted, then)
+    for index, item in enumerate(items):
         try:
             k = key(item)
         except (AttributeError, KeyError, TypeError):
             continue
-        if not isinstance(k, str | int) or isinstance(k, bool) or k in seen or k not in wanted:
-            continue
+        kind = type(k)
+        if (kind is not str and kind is not int) or k in seen or k not in wanted:
+            continue  # a JSON key is a str or an int exactly (never a bool)
         seen.add(k)
-        build = _Validator(backend, model, what, wanted[k])
         if slim is not None:
             try:
                 slim_key = slim(item)
             except SLIM_ERRORS:
                 pass  # a key field the slim read cannot vouch for: validate it all now
             else:
+                items[index] = None
                 yield k, Answer(slim_key, item, build)
                 continue
+        items[index] = None
         try:
             yield k, build(item)
         except ProtocolError as exc:
@@ -158,31 +169,41 @@ def entries_by_key(
 
 
 class _Validator(Generic[M]):
-    """Validates one entry of ``what`` into ``model``; a mismatch is the task's ProtocolError.
+    """Validates an entry of ``what`` into ``model`` (then ``then`` of it); a mismatch is the
+    ``ProtocolError`` of the entry's task.
 
-    A slotted object rather than a closure: one is made per wanted entry and poll.
+    A slotted object shared by every entry of one answer, rather than a closure per entry.
     """
 
-    __slots__ = ("_backend", "_model", "_task_id", "_what")
+    __slots__ = ("_backend", "_key", "_model", "_then", "_wanted", "_what")
 
     def __init__(
-        self, backend: Backend[Any], model: type[M], what: str, task_id: str | None
+        self,
+        backend: Backend[Any],
+        model: type[M],
+        what: str,
+        key: Callable[[Any], Any],
+        wanted: Mapping[Hashable, str | None],
+        then: Callable[[M], Any] | None,
     ) -> None:
         self._backend = backend
         self._model = model
         self._what = what
-        self._task_id = task_id
+        self._key = key
+        self._wanted = wanted
+        self._then = then
 
-    def __call__(self, item: Any) -> M:
+    def __call__(self, item: Any) -> Any:
         model = self._model
         try:
-            return model.model_validate(item)
+            entry = model.model_validate(item)
         except ValidationError as exc:
             detail = validation_detail(exc)
             raise self._backend.protocol_error(
                 f"its entry in {self._what} does not match {model.__name__}{detail}",
-                self._task_id,
+                self._wanted.get(self._key(item)),
             ) from None
+        return entry if self._then is None else self._then(entry)
 
 
 async def paced(items: Iterable[T], budget: float = SLICE_SECONDS) -> AsyncIterator[T]:

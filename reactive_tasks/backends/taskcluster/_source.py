@@ -14,7 +14,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Hashable, Sequence
 from datetime import datetime
-from typing import Any, Literal, get_args
+from typing import Any, Literal, cast, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -133,14 +133,14 @@ def _slim_entry(raw: Any) -> Hashable:
         raise ValueError("the entry's key fields are off")
     if type(runs) is not list:
         raise TypeError("runs is not a list")
-    return state, tuple(_slim_run(run) for run in runs)
+    return state, tuple(map(_slim_run, runs))
 
 
 _Outcome = TaskclusterStatus | Answer[TaskclusterStatus] | BaseException
 
 
-def _status_of(entry: _BatchEntry) -> TaskclusterStatus:
-    return entry.status
+def _task_id_of(raw: Any) -> Any:
+    return raw["taskId"]
 
 
 class _ErrorBody(BaseModel):
@@ -267,23 +267,13 @@ class TaskclusterSource(Backend[TaskclusterStatus]):
                 raise self.protocol_error(f"batch status: {self._explain(response)}")
             page = parse_page(self, _BatchAnswer, response.content)
             entries = each_entry(
-                self, page.statuses, _BatchEntry, key=lambda raw: raw["taskId"],
+                self, page.statuses, _BatchEntry, key=_task_id_of,
                 wanted={task_id: task_id for task_id in pending}, what="the batch status answer",
-                slim=slim_reader(self, TaskclusterSource, _slim_entry),
+                slim=slim_reader(self, TaskclusterSource, _slim_entry), then=self._status_of,
             )
             async for task_id, entry in paced(entries):
-                ref = pending.pop(str(task_id))
-                if isinstance(entry, Answer):
-                    yield ref, entry.map(_status_of)
-                elif isinstance(entry, BaseException):
-                    yield ref, entry
-                elif entry.status.taskId != entry.taskId:
-                    yield ref, self.protocol_error(
-                        f"the batch entry holds the status of {entry.status.taskId!r}",
-                        ref.task_id,
-                    )
-                else:
-                    yield ref, entry.status
+                # ``then`` made each entry a status (or an Answer of one): the outcome of a task
+                yield pending.pop(cast(str, task_id)), cast(_Outcome, entry)
             if not pending:
                 break
             try:
@@ -297,6 +287,14 @@ class TaskclusterSource(Backend[TaskclusterStatus]):
         if pending:  # left out: unknown (a 404 tells), or the batch could not be used
             async for item in session.each(list(pending.values()), self.fetch):
                 yield item
+
+    def _status_of(self, entry: _BatchEntry) -> TaskclusterStatus:
+        """The status of a validated batch entry (a ``ProtocolError`` if about another task)."""
+        if entry.status.taskId != entry.taskId:
+            raise self.protocol_error(
+                f"the batch entry holds the status of {entry.status.taskId!r}", entry.taskId
+            )
+        return entry.status
 
     # -- reading -----------------------------------------------------------------------------
 
