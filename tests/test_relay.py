@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from reactive_tasks.backends import AparaviBackend, CloudCoinBackend, CloudCoinT
 from reactive_tasks.emulator import EmulatorClient
 from reactive_tasks.emulator.aparavi import API_KEYS
 from reactive_tasks.relay import Relay, RelayBackend
+from reactive_tasks.relay._pipeline import Batcher
 
 FAST = PollPolicy(interval=0.05, max_interval=0.2, jitter=0.0, request_timeout=2.0)
 PROCS = str(Path(__file__).with_name("relay_procs.py"))
@@ -361,3 +363,59 @@ async def test_cli_relay_hands_its_tasks_back_on_ctrl_c(
         await reader.aclose()
     assert [e.sequence for e in events + rest] == list(range(len(events) + len(rest)))
     assert rest[-1].state is TaskState.COMPLETED
+
+
+def owners_of(rdb: redis.Redis, tasks: list[str]) -> dict[str, bytes]:
+    return {t: rdb.get(f"rt:{{cloudcoin:{t}}}:owner") or b"" for t in tasks}
+
+
+async def test_a_relay_whose_loop_stalls_keeps_its_leases(
+    redis_server: RedisServer, rdb: redis.Redis, emulator: EmulatorClient
+) -> None:
+    # A loop busy with polling and publishing (here: blocked outright for over two leases)
+    # must not let its leases lapse: another relay would poll the same tasks meanwhile.
+    tasks = emulator.create_tasks("cloudcoin", 10, steps(*range(1, 100), polls=4))
+    reader = RelayBackend(redis_server.url, "cloudcoin")
+    seen: dict[str, list[Any]] = {t: [] for t in tasks}
+    api = emulator.api_url("cloudcoin")
+    async with running_relay(redis_server.url, emulator, lease=2.0, name="ra") as ra:
+        subs = [reader.observe(t, after=-1).subscribe(on_next=seen[t].append) for t in tasks]
+        for _ in range(1000):
+            if all(seen.values()):
+                break
+            await asyncio.sleep(0.01)
+        assert all(o.startswith(b"ra|") for o in owners_of(rdb, tasks).values())
+        rb = spawn("relay", redis_server.url, api, "rb", "0.1", "2")
+        try:
+            time.sleep(4.5)  # the loop stalls: no timer, no renewal on it for 2.25 leases
+            await asyncio.sleep(0.5)  # (rb, were it to take over, would have by now)
+            owners = owners_of(rdb, tasks)
+            watching = ra.watching
+        finally:
+            logs = stop(rb)
+            for sub in subs:
+                sub.dispose()
+    await reader.aclose()
+    assert all(o.startswith(b"ra|") for o in owners.values()), owners
+    assert watching == len(tasks)
+    assert "relay rb: watching" not in logs
+    for events in seen.values():
+        assert [e.sequence for e in events] == list(range(len(events)))
+
+
+async def test_a_publish_whose_watch_was_cancelled_is_never_sent() -> None:
+    # A watch cancelled because its lease was lost must not publish what it had queued.
+    sent: list[str] = []
+
+    async def send(batch: list[str]) -> list[Any]:
+        sent.extend(batch)
+        return [1] * len(batch)
+
+    batcher: Batcher[str] = Batcher(send)
+    stale = asyncio.ensure_future(batcher.submit("stale"))
+    live = asyncio.ensure_future(batcher.submit("live"))
+    await asyncio.sleep(0)  # both queued, not sent yet
+    stale.cancel()
+    assert await live == 1
+    assert sent == ["live"]
+    await batcher.aclose()

@@ -44,6 +44,10 @@ class Batcher(Generic[T]):
         # coroutines woken in that turn queued goes out together.
         while self._queue:
             batch, self._queue = self._queue[:_MAX_BATCH], self._queue[_MAX_BATCH:]
+            # A submitter cancelled meanwhile (a watch whose lease was lost) sends nothing.
+            batch = [(item, future) for item, future in batch if not future.done()]
+            if not batch:
+                continue
             try:
                 results = await self._send([item for item, _ in batch])
             except Exception as exc:

@@ -1,11 +1,11 @@
 """The Lua scripts that make a relay's lease checks and writes atomic in Redis.
 
-Each but ``PUBLISH_MANY`` touches the keys of one task only (one hash tag).
+Each but ``PUBLISH_MANY`` and ``RENEW_MANY`` touches the keys of one task only (one hash tag).
 """
 
 from __future__ import annotations
 
-__all__ = ["ACQUIRE", "PUBLISH_MANY", "RELEASE", "RENEW"]
+__all__ = ["ACQUIRE", "PUBLISH_MANY", "RELEASE", "RENEW_MANY"]
 
 #: KEYS: owner. ARGV: token, lease ms. 1 when the caller holds the lease now, else the holder.
 ACQUIRE = """
@@ -21,12 +21,18 @@ end
 return holder
 """
 
-#: KEYS: owner. ARGV: token, lease ms. 1 when renewed, 0 when the lease is no longer ours.
-RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+#: KEYS: owners. ARGV: lease ms, then one token per owner. Per lease: 1 when renewed, 0 when it is
+#: no longer the token's.
+RENEW_MANY = """
+local out = {}
+for i = 1, #KEYS do
+  if redis.call('GET', KEYS[i]) == ARGV[i + 1] then
+    out[i] = redis.call('PEXPIRE', KEYS[i], ARGV[1])
+  else
+    out[i] = 0
+  end
 end
-return 0
+return out
 """
 
 #: KEYS: owner. ARGV: token. Drops the lease if it is still ours.
