@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 
 from . import _scripts
+from ._records import FEED_LENGTH
 
 __all__ = ["Batcher", "commands", "publishes"]
 
@@ -74,8 +75,9 @@ class Batcher(Generic[T]):
 
 
 Command = Callable[[Pipeline], Any]
-#: One record to publish: (owner, events, latest) keys and (token, id, record, maxlen, expiry).
-Publish = tuple[tuple[str, str, str], tuple[Any, ...]]
+#: One record to publish: (owner, events, latest, feed) keys and (token, id, record, maxlen,
+#: expiry, tag).
+Publish = tuple[tuple[str, str, str, str], tuple[Any, ...]]
 
 
 def commands(redis: aioredis.Redis) -> Batcher[Command]:
@@ -97,7 +99,9 @@ def publishes(redis: aioredis.Redis) -> Batcher[Publish]:
     async def send(batch: list[Publish]) -> list[Any]:
         keys = [key for keys, _ in batch for key in keys]
         args = [arg for _, values in batch for arg in values]
-        results: list[Any] = await redis.eval(_scripts.PUBLISH_MANY, len(keys), *keys, *args)
+        results: list[Any] = await redis.eval(
+            _scripts.PUBLISH_MANY, len(keys), *keys, FEED_LENGTH, *args
+        )
         return results
 
     return Batcher(send)

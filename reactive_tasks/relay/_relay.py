@@ -280,9 +280,9 @@ class Relay:
         while True:
             try:
                 done = await self._publishes.submit((
-                    (keys.owner, keys.events, keys.latest),
+                    (keys.owner, keys.events, keys.latest, keys.feed),
                     (watch.token, entry_id(sequence), record, self.max_events,
-                     int(expiry * 1000)),
+                     int(expiry * 1000), keys.tag),
                 ))
             except ResponseError as exc:  # a refused script: never expected
                 _log.warning("relay %s: publishing %s failed: %s", self.name, keys.tag, exc)
