@@ -14,10 +14,7 @@ from typing import Any, Generic, TypeVar
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 
-from . import _scripts
-from ._records import FEED_LENGTH
-
-__all__ = ["Batcher", "commands", "publishes"]
+__all__ = ["Batcher", "commands"]
 
 T = TypeVar("T")
 _MAX_BATCH = 500
@@ -75,9 +72,6 @@ class Batcher(Generic[T]):
 
 
 Command = Callable[[Pipeline], Any]
-#: One record to publish: (owner, events, latest, feed) keys and (token, id, record, maxlen,
-#: expiry, tag).
-Publish = tuple[tuple[str, str, str, str], tuple[Any, ...]]
 
 
 def commands(redis: aioredis.Redis) -> Batcher[Command]:
@@ -89,19 +83,5 @@ def commands(redis: aioredis.Redis) -> Batcher[Command]:
                 add(pipe)
             results: list[Any] = await pipe.execute(raise_on_error=False)
             return results
-
-    return Batcher(send)
-
-
-def publishes(redis: aioredis.Redis) -> Batcher[Publish]:
-    """Publishes sent as one call of ``PUBLISH_MANY``."""
-
-    async def send(batch: list[Publish]) -> list[Any]:
-        keys = [key for keys, _ in batch for key in keys]
-        args = [arg for _, values in batch for arg in values]
-        results: list[Any] = await redis.eval(
-            _scripts.PUBLISH_MANY, len(keys), *keys, FEED_LENGTH, *args
-        )
-        return results
 
     return Batcher(send)

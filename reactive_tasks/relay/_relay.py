@@ -18,7 +18,6 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .._aio import aiter
 from .._errors import ConfigurationError, InvalidTaskId, ReactiveTasksError
 from .._models import TaskEvent
 from .._runtime import reraise_if_cancelling
@@ -26,14 +25,13 @@ from ..backends import Backend, Reading
 from . import _scripts
 from ._catalogue import check_name, event_model
 from ._leases import Lease, Renewer
-from ._pipeline import commands, publishes
+from ._ordered import LeaseLost, OrderedPublisher
+from ._pipeline import commands
+from ._publisher import Publisher
 from ._records import (
     GROUP,
     TaskKeys,
     decode_record,
-    entry_id,
-    error_record,
-    event_record,
     request_stream,
 )
 
@@ -54,10 +52,6 @@ def check_redis_url(url: object) -> str:
     return url
 
 
-class _LeaseLost(Exception):
-    """Another relay holds the task now (or Redis lost it): stop without acknowledging."""
-
-
 @dataclass
 class _Watch:
     backend: str
@@ -65,6 +59,7 @@ class _Watch:
     entry: str
     token: str
     task: asyncio.Task[None] | None = None
+    out: OrderedPublisher | None = None
 
 
 def _entry_of(holder: bytes) -> str:
@@ -133,7 +128,7 @@ class Relay:
             self._url, client_name="reactive-tasks-relay", max_connections=_MAX_CONNECTIONS
         )
         self._batch = commands(self._redis)
-        self._publishes = publishes(self._redis)
+        self._publishes = Publisher(self._url, asyncio.get_running_loop())
         self._leases = Renewer(self._url, self.name, self.lease, self._lost,
                                asyncio.get_running_loop())
         self._leases.start()
@@ -194,9 +189,9 @@ class Relay:
         self._leases.add(lease)  # renewed from now on, however late this loop comes back
         lease_ms = int(self.lease * 1000)
         try:
-            holder = await self._batch.submit(
-                lambda pipe: pipe.eval(_scripts.ACQUIRE, 1, keys.owner, token, lease_ms)
-            )
+            holder = await self._batch.submit(lambda pipe: pipe.eval(
+                _scripts.ACQUIRE, 2, keys.owner, keys.latest, token, lease_ms
+            ))
         except BaseException:
             self._leases.discard(token)
             raise
@@ -226,39 +221,41 @@ class Relay:
         """Observe one task with its backend and publish each event, continuing its sequence."""
         assert self._redis is not None
         keys = watch.keys
+        out: OrderedPublisher | None = None
         try:
             raw = await self._batch.submit(lambda pipe: pipe.get(keys.latest))
             last = None if raw is None else decode_record(raw, event_model(watch.backend))
             if last is not None and last.final:
                 await self._finish(watch)
                 return
-            sequence = 0 if last is None else last.sequence + 1
             backend = self.backends[watch.backend]
-            repeat = None if last is None or last.event is None else _change(backend, last.event)
+            out = watch.out = OrderedPublisher(
+                self._publishes, keys, watch.token,
+                sequence=0 if last is None else last.sequence + 1,
+                repeat=None if last is None or last.event is None else _change(backend, last.event),
+                change=lambda event: _change(backend, event), max_events=self.max_events,
+                retention=self.retention, error_retention=min(self.retention, self.lease),
+            )
             try:
-                try:
-                    observe: Any = backend.observe  # identity keywords differ by backend
-                    observable = observe(keys.task_id, **dict(keys.identity))
-                except TypeError:
-                    raise InvalidTaskId(f"{watch.backend} takes no such identity") from None
-                async for event in aiter(observable):
-                    if repeat is not None and _change(backend, event) == repeat:
-                        repeat = None  # the state the previous relay published last
-                        continue
-                    repeat = None
-                    stamped = event.model_copy(update={"sequence": sequence})
-                    expiry = self.retention if stamped.terminal else 0.0
-                    await self._write(watch, sequence, event_record(stamped), expiry)
-                    sequence += 1
+                observe: Any = backend.observe  # identity keywords differ by backend
+                observable = observe(keys.task_id, **dict(keys.identity))
+            except TypeError:
+                out.on_error(InvalidTaskId(f"{watch.backend} takes no such identity"))
             except ReactiveTasksError as exc:
-                record = error_record(exc, sequence)
-                await self._write(watch, sequence, record, min(self.retention, self.lease))
+                out.on_error(exc)
+            else:
+                out.observe(observable)
+            await out.done
             await self._finish(watch)
-        except _LeaseLost:
+        except LeaseLost:
             _log.info("relay %s: lost the lease of %s", self.name, keys.tag)
         except (RedisError, *_CONNECTION_ERRORS) as exc:  # the lease runs out; another relay
             _log.warning("relay %s: gave up %s: %s", self.name, keys.tag, exc)  # takes over
+        except Exception:  # never expected; the lease runs out and another relay tries
+            _log.exception("relay %s: watching %s failed", self.name, keys.tag)
         finally:
+            if out is not None:
+                out.close()
             if self._watches.get(keys) is watch:
                 del self._watches[keys]
             if self._leases is not None:
@@ -267,34 +264,13 @@ class Relay:
     def _lost(self, lease: Lease) -> None:
         """The renewer found ``lease`` held by another (or gone): stop watching its task now."""
         watch = self._watches.get(lease.keys)
-        if watch is not None and watch.token == lease.token:
+        if watch is not None and watch.token == lease.token and not (
+            watch.out is not None and watch.out.finished  # (the final record ends the lease)
+        ):
             _log.info("relay %s: lease of %s lost", self.name, lease.keys.tag)
             del self._watches[lease.keys]
             if watch.task is not None:
                 watch.task.cancel()
-
-    async def _write(self, watch: _Watch, sequence: int, record: str, expiry: float) -> None:
-        """Publish one record under the lease; waits out Redis outages, never writes twice."""
-        keys = watch.keys
-        pause = 0.05
-        while True:
-            try:
-                done = await self._publishes.submit((
-                    (keys.owner, keys.events, keys.latest, keys.feed),
-                    (watch.token, entry_id(sequence), record, self.max_events,
-                     int(expiry * 1000), keys.tag),
-                ))
-            except ResponseError as exc:  # a refused script: never expected
-                _log.warning("relay %s: publishing %s failed: %s", self.name, keys.tag, exc)
-                raise _LeaseLost() from exc
-            except _CONNECTION_ERRORS:
-                reraise_if_cancelling()
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, 1.0)
-                continue
-            if done != 1:  # 0: the lease is another's; -1: that sequence number is taken
-                raise _LeaseLost()
-            return
 
     async def _finish(self, watch: _Watch) -> None:
         """The task needs no more watching: drop the lease and acknowledge its request."""

@@ -7,8 +7,13 @@ from __future__ import annotations
 
 __all__ = ["ACQUIRE", "PUBLISH_MANY", "RELEASE", "RENEW_MANY"]
 
-#: KEYS: owner. ARGV: token, lease ms. 1 when the caller holds the lease now, else the holder.
+#: KEYS: owner, latest. ARGV: token, lease ms. 1 when the caller holds the lease now, else the
+#: holder, or "final" when the task's final record is there (only a final record expires): a
+#: request read after the task ended must not start a watch.
 ACQUIRE = """
+if redis.call('PTTL', KEYS[2]) > 0 then
+  return 'final'
+end
 local holder = redis.call('GET', KEYS[1])
 if not holder then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
