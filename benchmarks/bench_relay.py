@@ -12,12 +12,13 @@ request count is read over ``--rounds`` poll intervals. Printed side by side: re
 task API per round, their ratio to ``direct`` and to one process's tasks (the ideal of a shared
 watch is 1.0), and relay-to-application delivery latency: receipt time minus the event's
 ``observed_at``, which the relay's engine stamped when its poll saw the change (events replayed
-at subscription are left out). Last, one of two relays is killed and the time until its tasks'
-next events is printed. Beside each scenario, the CPU its processes used while counted (in
-percent of one core: the applications together, the relays, the emulator, Redis) and the
-machine's load. On a machine whose cores are busy, polls slip and every figure is lower than
-the ideal; the ratios are what to compare (``--nice 10`` gives the task API and the relays the
-CPU first, as if the applications ran on other machines).
+at subscription are left out), over the events received during the counted rounds, and the p99
+of every live event since the subscriptions started. Last, one of two relays is killed and the
+time until its tasks' next events is printed. Beside each scenario, the CPU its processes used
+while counted (in percent of one core: the applications together, the relays, the emulator,
+Redis) and the machine's load. On a machine whose cores are busy, polls slip and every figure
+is lower than the ideal; the ratios are what to compare (``--nice 10`` gives the task API and
+the relays the CPU first, as if the applications ran on other machines).
 
 Run: ``python benchmarks/bench_relay.py [--apps 8] [--tasks 2000] [--interval 2.0]
 [--change-every 2] [--rounds 5] [--nice 0]``. The workload of the first figures (1,000 changes
@@ -66,8 +67,9 @@ async def run_relay(
 
 
 async def run_app(mode: str, url: str, interval: float) -> None:
-    """Say ready; read task ids until an empty line; watch them all, say so, and on a ``stop``
-    line print the latencies (ms) of the live events received, as JSON."""
+    """Say ready; read task ids until an empty line; watch them all, say so; on a ``count``
+    line start a second list, and on a ``stop`` line print the latencies (ms) of the live events
+    received since the start and since ``count``, as JSON."""
     if mode == "direct":
         source: Any = CloudCoinBackend(url, policy=PollPolicy(interval=interval, jitter=0.0))
     else:
@@ -99,11 +101,13 @@ async def run_app(mode: str, url: str, interval: float) -> None:
     await first.wait()
     print("watching", flush=True)
     await loop.run_in_executor(None, sys.stdin.readline)
+    counted_from = len(latencies)
+    await loop.run_in_executor(None, sys.stdin.readline)
     for watcher in watchers:
         watcher.cancel()
     await asyncio.gather(*watchers, return_exceptions=True)
     await source.aclose()
-    print(json.dumps(latencies), flush=True)
+    print(json.dumps([latencies, latencies[counted_from:]]), flush=True)
 
 
 def spawn(*args: str, nice: int = 0) -> subprocess.Popen[str]:
@@ -169,6 +173,10 @@ def scenario(
     expect("watching", *apps)
     time.sleep(2 * args.interval)  # warm-up: subscriptions settled, rounds aligned
     emulator.reset_requests()
+    for app in apps:
+        assert app.stdin is not None
+        app.stdin.write("count\n")
+        app.stdin.flush()
     groups = {"apps": [a.pid for a in apps], "relays": [s.pid for s in servers],
               "emulator": [emulator_pid],
               "redis": [redis.proc.pid] if relays and redis and redis.proc else []}
@@ -181,6 +189,7 @@ def scenario(
     load = os.getloadavg()[0]
     requests = emulator.requests()["by_api"].get("cloudcoin", 0)
     latencies: list[float] = []
+    counted: list[float] = []
     for app in apps:
         assert app.stdin is not None
         app.stdin.write("stop\n")
@@ -188,11 +197,13 @@ def scenario(
         app.stdin = None
     for app in apps:
         out, _ = app.communicate(timeout=600)
-        latencies += json.loads(out.strip().splitlines()[-1])
+        every, steady = json.loads(out.strip().splitlines()[-1])
+        latencies += every
+        counted += steady
     for server in servers:
         server.terminate()
         server.communicate(timeout=30)
-    return {"per_round": requests / args.rounds, "latencies": latencies, "cpu": cpu,
+    return {"per_round": requests / args.rounds, "latencies": counted, "all": latencies, "cpu": cpu,
             "load": load}
 
 
@@ -283,16 +294,21 @@ def main() -> None:
           f"changes/s, each to {args.apps} processes), {args.rounds} rounds counted, apps' "
           f"niceness {args.nice}\n")
     print(f"{'':<10}{'API req/round':>15}{'ideal':>8}{'vs direct':>11}{'p50 ms':>9}"
-          f"{'p99 ms':>9}{'events':>9}   CPU % of a core: apps/relays/emulator/redis, load")
+          f"{'p99 ms':>9}{'events':>9}{'all p99':>9}   CPU % of a core: "
+          "apps/relays/emulator/redis, load")
     for name, r in results.items():
         ideal = args.tasks * (args.apps if name == "direct" else 1)
         lat = sorted(r["latencies"])
         p50 = f"{statistics.median(lat):.1f}" if lat else "-"
         p99 = f"{lat[min(len(lat) - 1, int(len(lat) * 0.99))]:.1f}" if lat else "-"
+        every = sorted(r["all"])
+        p99_all = f"{every[min(len(every) - 1, int(len(every) * 0.99))]:.1f}" if every else "-"
         cpu = "/".join(f"{r['cpu'][g]:.0f}" for g in ("apps", "relays", "emulator", "redis"))
         print(f"{name:<10}{r['per_round']:>15.0f}{ideal:>8}{r['per_round'] / base:>10.3f}x"
-              f"{p50:>9}{p99:>9}{len(lat):>9}   {cpu}, {r['load']:.1f}")
+              f"{p50:>9}{p99:>9}{len(lat):>9}{p99_all:>9}   {cpu}, {r['load']:.1f}")
     print("\nideal: one request per task per round, from each process (direct) or once (relays)")
+    print("p50/p99/events: events received during the counted rounds; all p99: every live event "
+          "since the subscriptions started (their start-up included)")
     gaps = dead["gaps"]
     print(f"\nrelay killed (SIGKILL) holding {dead['orphans']} tasks; lease {dead['lease']:g} s, "
           f"interval {dead['interval']:g} s: first event from the other relay after "
