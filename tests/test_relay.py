@@ -34,6 +34,7 @@ from reactive_tasks.emulator import EmulatorClient
 from reactive_tasks.emulator.aparavi import API_KEYS
 from reactive_tasks.relay import Relay, RelayBackend
 from reactive_tasks.relay._pipeline import Batcher
+from reactive_tasks.relay._records import FEED_SHARDS
 
 FAST = PollPolicy(interval=0.05, max_interval=0.2, jitter=0.0, request_timeout=2.0)
 PROCS = str(Path(__file__).with_name("relay_procs.py"))
@@ -419,3 +420,33 @@ async def test_a_publish_whose_watch_was_cancelled_is_never_sent() -> None:
     assert await live == 1
     assert sent == ["live"]
     await batcher.aclose()
+
+
+def xread_streams(entry: dict[str, Any]) -> int:
+    """How many streams a slow-log entry of XREAD named (Redis shows 31 arguments at most)."""
+    words = entry["command"].decode().split()
+    total = len(words)
+    if words[-1] == "arguments)":  # "... (N more arguments)"
+        total = 31 + int(words[-3].lstrip("("))
+    return (total - words.index("STREAMS") - 1) // 2
+
+
+async def test_a_reader_of_many_tasks_reads_a_few_feeds_not_a_key_per_task(
+    redis_server: RedisServer, rdb: redis.Redis, emulator: EmulatorClient
+) -> None:
+    tasks = emulator.create_tasks("cloudcoin", 60, steps(10, 20, polls=2))
+    reader = RelayBackend(redis_server.url, "cloudcoin")
+    rdb.config_set("slowlog-max-len", 100_000)
+    rdb.config_set("slowlog-log-slower-than", 0)  # every command, with its arguments
+    rdb.slowlog_reset()
+    try:
+        async with running_relay(redis_server.url, emulator, lease=2.0):
+            finals = await asyncio.gather(*(wait(reader.observe(t), timeout=30) for t in tasks))
+        log = rdb.slowlog_get(100_000)
+    finally:
+        rdb.config_set("slowlog-log-slower-than", 10_000)
+        await reader.aclose()
+    assert all(f.state is TaskState.COMPLETED and f.progress == 100 for f in finals)
+    reads = [xread_streams(e) for e in log if e.get("client_name") == b"reactive-tasks-reader"
+             and e["command"].upper().startswith(b"XREAD ")]
+    assert reads and max(reads) <= FEED_SHARDS  # not one stream per task (60)

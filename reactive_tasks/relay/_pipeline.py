@@ -14,7 +14,7 @@ from typing import Any, Generic, TypeVar
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 
-__all__ = ["Batcher", "commands"]
+__all__ = ["Batcher", "Command", "commands"]
 
 T = TypeVar("T")
 _MAX_BATCH = 500

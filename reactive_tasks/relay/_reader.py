@@ -30,6 +30,7 @@ from .._runtime import (
     reraise_if_cancelling,
 )
 from ._catalogue import check_name, event_model, validator
+from ._pipeline import Batcher, Command, commands
 from ._records import Record, TaskKeys, decode_record, entry_id, request_stream, sequence_of
 from ._relay import check_redis_url
 
@@ -42,8 +43,10 @@ _CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, 
 _REQUESTS_MAXLEN = 100_000
 _READ_COUNT = 512
 _BLOCK_MS = 5_000
-#: Connections (and concurrent subscription starts) per process and loop.
+#: Connections per process and loop.
 MAX_CONNECTIONS = 32
+#: Subscriptions starting at once: their reads go out together, one pipeline per loop turn.
+_STARTS = 1024
 
 
 def _id(text: str) -> tuple[int, int]:
@@ -220,7 +223,8 @@ class _Hub:
         self.reading_generation: int | None = None
         self.closing: set[asyncio.Task[None]] = set()
         self.jobs: set[asyncio.Task[None]] = set()
-        self.starts = asyncio.Semaphore(MAX_CONNECTIONS - 2)  # never more than the pool
+        self.starts = asyncio.Semaphore(_STARTS)
+        self.batch: Batcher[Command] | None = None
 
     # -- membership ---------------------------------------------------------------------------
 
@@ -235,6 +239,7 @@ class _Hub:
             self.reader = aioredis.from_url(
                 url, client_name=READER_CLIENT_NAME, single_connection_client=True
             )
+            self.batch = commands(self.redis)
         # Member at once, its feed's records kept aside: none falls between replay and live.
         members = self.subs.setdefault(sub.keys, [])
         if not members:
@@ -275,8 +280,8 @@ class _Hub:
     def _shut(self) -> None:
         """No subscription left: stop reading and close the connections now."""
         runner, waker, redis, reader = self.runner, self.waker, self.redis, self.reader
-        reader_id = self.reader_id
-        self.runner = self.waker = self.redis = self.reader = None
+        reader_id, batch = self.reader_id, self.batch
+        self.runner = self.waker = self.redis = self.reader = self.batch = None
         self.reader_id = None
         self.cursors.clear()
         for opening in list(self.opening.values()):
@@ -301,6 +306,8 @@ class _Hub:
                     job.cancel()
             jobs = [j for j in (runner, waker) if j is not None]
             await asyncio.gather(*jobs, return_exceptions=True)
+            if batch is not None:
+                await batch.aclose()
             for client in (reader, redis):
                 if client is not None:
                     await client.aclose()
@@ -320,13 +327,13 @@ class _Hub:
 
     async def _start(self, sub: _Sub) -> None:
         """Replay what the subscription asked for, file a watch request if needed, then go live."""
-        redis = self.redis
+        redis, batch = self.redis, self.batch
         try:
             async with self.starts:
-                if sub.disposed or redis is None:
+                if sub.disposed or redis is None or batch is None:
                     return
                 await self._open(sub.keys.feed, redis)
-                records = await self._retrying(lambda: self._begin(sub, redis))
+                records = await self._retrying(lambda: self._begin(sub, batch))
         except ReactiveTasksError as exc:
             self._end(sub, exc)
             return
@@ -368,25 +375,28 @@ class _Hub:
             self._ensure_running()
 
     async def _begin(
-        self, sub: _Sub, redis: aioredis.Redis
+        self, sub: _Sub, batch: Batcher[Command]
     ) -> tuple[Record | None, list[Record]]:
-        """The latest record, and the records after ``after``; files a request if needed."""
+        """The latest record, and the records after ``after``; files a request if needed.
+
+        (Its reads join those of every subscription starting in the same loop turn.)
+        """
         keys = sub.keys
-        async with redis.pipeline(transaction=True) as pipe:
-            pipe.get(keys.latest)
-            pipe.exists(keys.owner)
-            if sub.after is not None:
-                pipe.xrange(keys.events, min=f"({entry_id(sub.after)}", max="+")
-            raw, owned, *history = await pipe.execute()
+        reads = [batch.submit(lambda pipe: pipe.get(keys.latest)),
+                 batch.submit(lambda pipe: pipe.exists(keys.owner))]
+        if sub.after is not None:
+            after = f"({entry_id(sub.after)}"
+            reads.append(batch.submit(lambda pipe: pipe.xrange(keys.events, min=after, max="+")))
+        raw, owned, *history = await asyncio.gather(*reads)
         latest = None if raw is None else decode_record(raw, self.owner._model)
         records = [decode_record(f[b"d"], self.owner._model) for _, f in (history or [[]])[0]]
         if sub.disposed:  # (a redis-py read may finish despite a cancellation)
             return None, []
         if not owned and (latest is None or not latest.final):
-            await redis.xadd(
+            await batch.submit(lambda pipe: pipe.xadd(
                 request_stream(keys.backend), keys.request(),
                 maxlen=_REQUESTS_MAXLEN, approximate=True,
-            )
+            ))
         return latest, records
 
     def _settle(self, sub: _Sub, records: list[Record]) -> None:
