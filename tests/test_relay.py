@@ -34,7 +34,8 @@ from reactive_tasks.emulator import EmulatorClient
 from reactive_tasks.emulator.aparavi import API_KEYS
 from reactive_tasks.relay import Relay, RelayBackend
 from reactive_tasks.relay._pipeline import Batcher
-from reactive_tasks.relay._records import FEED_SHARDS
+from reactive_tasks.relay._records import FEED_SHARDS, TaskKeys, entry_id
+from reactive_tasks.relay._scripts import PUBLISH_MANY
 
 FAST = PollPolicy(interval=0.05, max_interval=0.2, jitter=0.0, request_timeout=2.0)
 PROCS = str(Path(__file__).with_name("relay_procs.py"))
@@ -450,3 +451,70 @@ async def test_a_reader_of_many_tasks_reads_a_few_feeds_not_a_key_per_task(
     reads = [xread_streams(e) for e in log if e.get("client_name") == b"reactive-tasks-reader"
              and e["command"].upper().startswith(b"XREAD ")]
     assert reads and max(reads) <= FEED_SHARDS  # not one stream per task (60)
+
+
+async def test_a_reader_the_feed_left_behind_catches_up_from_the_tasks_stream(
+    redis_server: RedisServer, rdb: redis.Redis, emulator: EmulatorClient
+) -> None:
+    task = emulator.create_task("cloudcoin", [{"status": "running", "progress": 5}])
+    reader = RelayBackend(redis_server.url, "cloudcoin")
+    keys = reader.task_keys(task)
+    seen: list[Any] = []
+    async with running_relay(redis_server.url, emulator, lease=2.0):
+        sub = reader.observe(task, after=-1).subscribe(on_next=seen.append)
+        for _ in range(1000):
+            if seen:
+                break
+            await asyncio.sleep(0.01)
+    # The relay is gone; records 1..50 of the task, then thousands of another task of the same
+    # feed, are written while this loop (and so the reader) is blocked: the feed drops them all
+    # before the reader reads again, and only the task's own stream still has them.
+    other = next(k for k in (TaskKeys("cloudcoin", f"{i:08d}-0000-4000-8000-000000000000")
+                             for i in range(10_000)) if k.feed == keys.feed)
+    record = json.loads(rdb.get(keys.latest))
+    publish = rdb.register_script(PUBLISH_MANY)
+    for k in (keys, other):
+        rdb.set(k.owner, "test|0-0|x")
+
+    def write(k: TaskKeys, sequence: int) -> list[Any]:
+        record["event"]["sequence"] = sequence
+        return [(k.owner, k.events, k.latest, k.feed),
+                ("test|0-0|x", entry_id(sequence), json.dumps(record), 10_000, 0, k.tag)]
+
+    feed_length = 600  # (shorter than the relays' FEED_LENGTH, longer than a reader's batch)
+    batch = [write(keys, s) for s in range(1, 51)]
+    batch += [write(other, s) for s in range(2 * feed_length)]
+    publish(keys=[x for one in batch for x in one[0]],  # one script: the reader's blocked XREAD
+            args=[feed_length, *(x for one in batch for x in one[1])])  # is answered after it
+    assert rdb.xinfo_stream(keys.feed)["first-entry"][1][b"t"] == other.tag.encode()
+    for _ in range(1000):
+        if seen[-1].sequence == 50:
+            break
+        await asyncio.sleep(0.01)
+    sub.dispose()
+    await reader.aclose()
+    assert [e.sequence for e in seen] == list(range(51))
+
+
+async def test_an_idle_readers_blocked_read_stays_open(
+    redis_server: RedisServer, rdb: redis.Redis
+) -> None:
+    # No event for longer than redis-py's default read timeout (5 s): the blocked XREAD must
+    # not be cut short (each cut meant a reconnect and a check of every subscription).
+    reader = RelayBackend(redis_server.url, "cloudcoin")
+    sub = reader.observe("bdc8e99d-dd8a-40e9-8840-f9f8eef16c71").subscribe()
+
+    def blocked() -> set[int]:
+        return {c["id"] for c in rdb.client_list()
+                if c.get("name") == "reactive-tasks-reader" and c.get("cmd") == "xread"}
+
+    for _ in range(500):
+        if blocked():
+            break
+        await asyncio.sleep(0.01)
+    before = blocked()
+    await asyncio.sleep(6.5)
+    after = blocked()
+    sub.dispose()
+    await reader.aclose()
+    assert before and after == before

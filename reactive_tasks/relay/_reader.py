@@ -236,8 +236,11 @@ class _Hub:
             self.redis = aioredis.from_url(
                 url, client_name=READER_CLIENT_NAME, max_connections=MAX_CONNECTIONS
             )
+            # (redis-py's default read timeout, 5 s, would cut every idle blocked XREAD short:
+            # a reconnect and a check of every subscription each time)
             self.reader = aioredis.from_url(
-                url, client_name=READER_CLIENT_NAME, single_connection_client=True
+                url, client_name=READER_CLIENT_NAME, single_connection_client=True,
+                socket_timeout=_BLOCK_MS / 1000 + 10.0,
             )
             self.batch = commands(self.redis)
         # Member at once, its feed's records kept aside: none falls between replay and live.
@@ -566,8 +569,8 @@ class _Hub:
         """Far behind: if the feed dropped records past ``start``, catch up every task of it."""
         assert self.redis is not None
         info: Any = await self.redis.xinfo_stream(feed)
-        dropped = info.get("max-deleted-entry-id")
-        if dropped is not None and _id(_text(dropped)) > _id(start):
+        first = info.get("first-entry")  # (trimming leaves no other trace)
+        if first and _id(_text(first[0])) > _id(start):
             for keys, subs in list(self.subs.items()):
                 if keys.feed == feed:
                     for sub in subs:
