@@ -137,9 +137,7 @@ class Relay:
         try:
             await asyncio.gather(*loops)
         finally:
-            for job in loops:
-                job.cancel()
-            await asyncio.gather(*loops, return_exceptions=True)
+            await _stop_all(loops)
             await self._leases.stop()
             await self._hand_back()
             await self._batch.aclose()
@@ -343,6 +341,18 @@ class Relay:
                     await self._redis.xadd(stream, watch.keys.request())
                     await self._redis.xack(stream, GROUP, watch.entry)
         self._watches.clear()
+
+
+async def _stop_all(jobs: list[asyncio.Task[None]]) -> None:
+    """Cancel ``jobs`` until they have ended: a cancellation that lands as a client's own read
+    timeout expires is taken for that timeout (and uncancelled) by Python 3.11's
+    ``asyncio.timeout``, and a retry loop would go on; a second one ends it."""
+    pending = set(jobs)
+    while pending:
+        for job in pending:
+            job.cancel()
+        _, pending = await asyncio.wait(pending, timeout=0.5)
+    await asyncio.gather(*jobs, return_exceptions=True)
 
 
 def _change(backend: Backend[Any], event: TaskEvent[Any]) -> Hashable:
