@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,9 @@ from reactive_tasks.backends import AparaviBackend, CloudCoinBackend, CloudCoinT
 from reactive_tasks.emulator import EmulatorClient
 from reactive_tasks.emulator.aparavi import API_KEYS
 from reactive_tasks.relay import Relay, RelayBackend
+from reactive_tasks.relay._pipeline import Batcher
+from reactive_tasks.relay._records import FEED_SHARDS, TaskKeys, entry_id
+from reactive_tasks.relay._scripts import PUBLISH_MANY
 
 FAST = PollPolicy(interval=0.05, max_interval=0.2, jitter=0.0, request_timeout=2.0)
 PROCS = str(Path(__file__).with_name("relay_procs.py"))
@@ -361,3 +365,156 @@ async def test_cli_relay_hands_its_tasks_back_on_ctrl_c(
         await reader.aclose()
     assert [e.sequence for e in events + rest] == list(range(len(events) + len(rest)))
     assert rest[-1].state is TaskState.COMPLETED
+
+
+def owners_of(rdb: redis.Redis, tasks: list[str]) -> dict[str, bytes]:
+    return {t: rdb.get(f"rt:{{cloudcoin:{t}}}:owner") or b"" for t in tasks}
+
+
+async def test_a_relay_whose_loop_stalls_keeps_its_leases(
+    redis_server: RedisServer, rdb: redis.Redis, emulator: EmulatorClient
+) -> None:
+    # A loop busy with polling and publishing (here: blocked outright for over two leases)
+    # must not let its leases lapse: another relay would poll the same tasks meanwhile.
+    tasks = emulator.create_tasks("cloudcoin", 10, steps(*range(1, 100), polls=4))
+    reader = RelayBackend(redis_server.url, "cloudcoin")
+    seen: dict[str, list[Any]] = {t: [] for t in tasks}
+    api = emulator.api_url("cloudcoin")
+    async with running_relay(redis_server.url, emulator, lease=2.0, name="ra") as ra:
+        subs = [reader.observe(t, after=-1).subscribe(on_next=seen[t].append) for t in tasks]
+        for _ in range(1000):
+            if all(seen.values()):
+                break
+            await asyncio.sleep(0.01)
+        assert all(o.startswith(b"ra|") for o in owners_of(rdb, tasks).values())
+        rb = spawn("relay", redis_server.url, api, "rb", "0.1", "2")
+        try:
+            time.sleep(4.5)  # the loop stalls: no timer, no renewal on it for 2.25 leases
+            await asyncio.sleep(0.5)  # (rb, were it to take over, would have by now)
+            owners = owners_of(rdb, tasks)
+            watching = ra.watching
+        finally:
+            logs = stop(rb)
+            for sub in subs:
+                sub.dispose()
+    await reader.aclose()
+    assert all(o.startswith(b"ra|") for o in owners.values()), owners
+    assert watching == len(tasks)
+    assert "relay rb: watching" not in logs
+    for events in seen.values():
+        assert [e.sequence for e in events] == list(range(len(events)))
+
+
+async def test_a_publish_whose_watch_was_cancelled_is_never_sent() -> None:
+    # A watch cancelled because its lease was lost must not publish what it had queued.
+    sent: list[str] = []
+
+    async def send(batch: list[str]) -> list[Any]:
+        sent.extend(batch)
+        return [1] * len(batch)
+
+    batcher: Batcher[str] = Batcher(send)
+    stale = asyncio.ensure_future(batcher.submit("stale"))
+    live = asyncio.ensure_future(batcher.submit("live"))
+    await asyncio.sleep(0)  # both queued, not sent yet
+    stale.cancel()
+    assert await live == 1
+    assert sent == ["live"]
+    await batcher.aclose()
+
+
+def xread_streams(entry: dict[str, Any]) -> int:
+    """How many streams a slow-log entry of XREAD named (Redis shows 31 arguments at most)."""
+    words = entry["command"].decode().split()
+    total = len(words)
+    if words[-1] == "arguments)":  # "... (N more arguments)"
+        total = 31 + int(words[-3].lstrip("("))
+    return (total - words.index("STREAMS") - 1) // 2
+
+
+async def test_a_reader_of_many_tasks_reads_a_few_feeds_not_a_key_per_task(
+    redis_server: RedisServer, rdb: redis.Redis, emulator: EmulatorClient
+) -> None:
+    tasks = emulator.create_tasks("cloudcoin", 60, steps(10, 20, polls=2))
+    reader = RelayBackend(redis_server.url, "cloudcoin")
+    rdb.config_set("slowlog-max-len", 100_000)
+    rdb.config_set("slowlog-log-slower-than", 0)  # every command, with its arguments
+    rdb.slowlog_reset()
+    try:
+        async with running_relay(redis_server.url, emulator, lease=2.0):
+            finals = await asyncio.gather(*(wait(reader.observe(t), timeout=30) for t in tasks))
+        log = rdb.slowlog_get(100_000)
+    finally:
+        rdb.config_set("slowlog-log-slower-than", 10_000)
+        await reader.aclose()
+    assert all(f.state is TaskState.COMPLETED and f.progress == 100 for f in finals)
+    reads = [xread_streams(e) for e in log if e.get("client_name") == b"reactive-tasks-reader"
+             and e["command"].upper().startswith(b"XREAD ")]
+    assert reads and max(reads) <= FEED_SHARDS  # not one stream per task (60)
+
+
+async def test_a_reader_the_feed_left_behind_catches_up_from_the_tasks_stream(
+    redis_server: RedisServer, rdb: redis.Redis, emulator: EmulatorClient
+) -> None:
+    task = emulator.create_task("cloudcoin", [{"status": "running", "progress": 5}])
+    reader = RelayBackend(redis_server.url, "cloudcoin")
+    keys = reader.task_keys(task)
+    seen: list[Any] = []
+    async with running_relay(redis_server.url, emulator, lease=2.0):
+        sub = reader.observe(task, after=-1).subscribe(on_next=seen.append)
+        for _ in range(1000):
+            if seen:
+                break
+            await asyncio.sleep(0.01)
+    # The relay is gone; records 1..50 of the task, then thousands of another task of the same
+    # feed, are written while this loop (and so the reader) is blocked: the feed drops them all
+    # before the reader reads again, and only the task's own stream still has them.
+    other = next(k for k in (TaskKeys("cloudcoin", f"{i:08d}-0000-4000-8000-000000000000")
+                             for i in range(10_000)) if k.feed == keys.feed)
+    record = json.loads(rdb.get(keys.latest))
+    publish = rdb.register_script(PUBLISH_MANY)
+    for k in (keys, other):
+        rdb.set(k.owner, "test|0-0|x")
+
+    def write(k: TaskKeys, sequence: int) -> list[Any]:
+        record["event"]["sequence"] = sequence
+        return [(k.owner, k.events, k.latest, k.feed),
+                ("test|0-0|x", entry_id(sequence), json.dumps(record), 10_000, 0, k.tag)]
+
+    feed_length = 600  # (shorter than the relays' FEED_LENGTH, longer than a reader's batch)
+    batch = [write(keys, s) for s in range(1, 51)]
+    batch += [write(other, s) for s in range(2 * feed_length)]
+    publish(keys=[x for one in batch for x in one[0]],  # one script: the reader's blocked XREAD
+            args=[feed_length, *(x for one in batch for x in one[1])])  # is answered after it
+    assert rdb.xinfo_stream(keys.feed)["first-entry"][1][b"t"] == other.tag.encode()
+    for _ in range(1000):
+        if seen[-1].sequence == 50:
+            break
+        await asyncio.sleep(0.01)
+    sub.dispose()
+    await reader.aclose()
+    assert [e.sequence for e in seen] == list(range(51))
+
+
+async def test_an_idle_readers_blocked_read_stays_open(
+    redis_server: RedisServer, rdb: redis.Redis
+) -> None:
+    # No event for longer than redis-py's default read timeout (5 s): the blocked XREAD must
+    # not be cut short (each cut meant a reconnect and a check of every subscription).
+    reader = RelayBackend(redis_server.url, "cloudcoin")
+    sub = reader.observe("bdc8e99d-dd8a-40e9-8840-f9f8eef16c71").subscribe()
+
+    def blocked() -> set[int]:
+        return {c["id"] for c in rdb.client_list()
+                if c.get("name") == "reactive-tasks-reader" and c.get("cmd") == "xread"}
+
+    for _ in range(500):
+        if blocked():
+            break
+        await asyncio.sleep(0.01)
+    before = blocked()
+    await asyncio.sleep(6.5)
+    after = blocked()
+    sub.dispose()
+    await reader.aclose()
+    assert before and after == before

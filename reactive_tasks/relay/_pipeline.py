@@ -14,9 +14,7 @@ from typing import Any, Generic, TypeVar
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 
-from . import _scripts
-
-__all__ = ["Batcher", "commands", "publishes"]
+__all__ = ["Batcher", "Command", "commands"]
 
 T = TypeVar("T")
 _MAX_BATCH = 500
@@ -44,6 +42,10 @@ class Batcher(Generic[T]):
         # coroutines woken in that turn queued goes out together.
         while self._queue:
             batch, self._queue = self._queue[:_MAX_BATCH], self._queue[_MAX_BATCH:]
+            # A submitter cancelled meanwhile (a watch whose lease was lost) sends nothing.
+            batch = [(item, future) for item, future in batch if not future.done()]
+            if not batch:
+                continue
             try:
                 results = await self._send([item for item, _ in batch])
             except Exception as exc:
@@ -70,8 +72,6 @@ class Batcher(Generic[T]):
 
 
 Command = Callable[[Pipeline], Any]
-#: One record to publish: (owner, events, latest) keys and (token, id, record, maxlen, expiry).
-Publish = tuple[tuple[str, str, str], tuple[Any, ...]]
 
 
 def commands(redis: aioredis.Redis) -> Batcher[Command]:
@@ -83,17 +83,5 @@ def commands(redis: aioredis.Redis) -> Batcher[Command]:
                 add(pipe)
             results: list[Any] = await pipe.execute(raise_on_error=False)
             return results
-
-    return Batcher(send)
-
-
-def publishes(redis: aioredis.Redis) -> Batcher[Publish]:
-    """Publishes sent as one call of ``PUBLISH_MANY``."""
-
-    async def send(batch: list[Publish]) -> list[Any]:
-        keys = [key for keys, _ in batch for key in keys]
-        args = [arg for _, values in batch for arg in values]
-        results: list[Any] = await redis.eval(_scripts.PUBLISH_MANY, len(keys), *keys, *args)
-        return results
 
     return Batcher(send)

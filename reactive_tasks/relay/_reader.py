@@ -8,6 +8,7 @@ import logging
 import threading
 import time
 import weakref
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,7 +30,8 @@ from .._runtime import (
     reraise_if_cancelling,
 )
 from ._catalogue import check_name, event_model, validator
-from ._records import Record, TaskKeys, decode_record, entry_id, request_stream
+from ._pipeline import Batcher, Command, commands
+from ._records import Record, TaskKeys, decode_record, entry_id, request_stream, sequence_of
 from ._relay import check_redis_url
 
 __all__ = ["READER_CLIENT_NAME", "RelayBackend"]
@@ -41,10 +43,10 @@ _CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, 
 _REQUESTS_MAXLEN = 100_000
 _READ_COUNT = 512
 _BLOCK_MS = 5_000
-#: With many streams, one XREAD costs more than a few events: answers are gathered this long.
-_GATHER_STREAMS, _GATHER_SECONDS = 32, 0.005
-#: Connections (and concurrent subscription starts) per process and loop.
+#: Connections per process and loop.
 MAX_CONNECTIONS = 32
+#: Subscriptions starting at once: their reads go out together, one pipeline per loop turn.
+_STARTS = 1024
 
 
 def _id(text: str) -> tuple[int, int]:
@@ -54,12 +56,17 @@ def _id(text: str) -> tuple[int, int]:
 
 @dataclass(eq=False)
 class _Sub:
-    """One subscription: its task, where it has read up to, and its observer."""
+    """One subscription: its task, the last sequence it was given, and its observer.
+
+    While ``pending`` is a list, the subscription is catching up from its task's stream and
+    the feed's records for it wait there, to follow in order.
+    """
 
     keys: TaskKeys
     after: int | None
     observer: abc.ObserverBase[TaskEvent[Any]]
-    last: str = "0-0"
+    seq: int = -1
+    pending: list[Record] | None = field(default_factory=list)
     disposed: bool = False
     job: asyncio.Task[None] | None = field(default=None, repr=False)
 
@@ -190,17 +197,23 @@ def _call(fn: Callable[..., Any], *args: Any) -> None:
 
 
 class _Hub:
-    """Every observation of one RelayBackend on one loop, read with one blocking XREAD.
+    """Every observation of one RelayBackend on one loop, read from the feeds with one XREAD.
 
-    Used from its loop's thread only. It holds Redis connections only while it has
-    subscriptions: the last one leaving closes them.
+    Relays append each record to its task's stream and to one of a few feed streams. The hub
+    follows the feeds its tasks fall in (a handful of keys, however many tasks) and hands each
+    record to the subscriptions of its task; a subscription starts, or catches up after a gap,
+    from the task's own stream. Used from its loop's thread only. It holds Redis connections
+    only while it has subscriptions: the last one leaving closes them.
     """
 
     def __init__(self, owner: RelayBackend, loop: asyncio.AbstractEventLoop) -> None:
         self.owner = owner
         self.loop = loop
         self.subs: dict[TaskKeys, list[_Sub]] = {}
-        self.starting: set[_Sub] = set()
+        self.tags: dict[bytes, TaskKeys] = {}
+        self.cursors: dict[str, str] = {}  # feed -> id read up to
+        self.feeds: Counter[str] = Counter()  # feed -> tasks of ours in it
+        self.opening: dict[str, asyncio.Task[None]] = {}
         self.redis: aioredis.Redis | None = None
         self.reader: aioredis.Redis | None = None
         self.reader_id: int | None = None
@@ -209,7 +222,9 @@ class _Hub:
         self.generation = 0
         self.reading_generation: int | None = None
         self.closing: set[asyncio.Task[None]] = set()
-        self.starts = asyncio.Semaphore(MAX_CONNECTIONS - 2)  # never more than the pool
+        self.jobs: set[asyncio.Task[None]] = set()
+        self.starts = asyncio.Semaphore(_STARTS)
+        self.batch: Batcher[Command] | None = None
 
     # -- membership ---------------------------------------------------------------------------
 
@@ -221,14 +236,22 @@ class _Hub:
             self.redis = aioredis.from_url(
                 url, client_name=READER_CLIENT_NAME, max_connections=MAX_CONNECTIONS
             )
+            # (redis-py's default read timeout, 5 s, would cut every idle blocked XREAD short:
+            # a reconnect and a check of every subscription each time)
             self.reader = aioredis.from_url(
-                url, client_name=READER_CLIENT_NAME, single_connection_client=True
+                url, client_name=READER_CLIENT_NAME, single_connection_client=True,
+                socket_timeout=_BLOCK_MS / 1000 + 10.0,
             )
-        self.starting.add(sub)
+            self.batch = commands(self.redis)
+        # Member at once, its feed's records kept aside: none falls between replay and live.
+        members = self.subs.setdefault(sub.keys, [])
+        if not members:
+            self.tags[sub.keys.tag.encode()] = sub.keys
+            self.feeds[sub.keys.feed] += 1
+        members.append(sub)
         sub.job = self.loop.create_task(self._start(sub))
 
     def remove(self, sub: _Sub) -> None:
-        self.starting.discard(sub)
         if sub.job is not None and not sub.job.done():
             sub.job.cancel()
         members = self.subs.get(sub.keys)
@@ -236,8 +259,14 @@ class _Hub:
             members.remove(sub)
             if not members:
                 del self.subs[sub.keys]
-            self.generation += 1
-        if not self.subs and not self.starting:
+                del self.tags[sub.keys.tag.encode()]
+                feed = sub.keys.feed
+                self.feeds[feed] -= 1
+                if self.feeds[feed] <= 0:
+                    del self.feeds[feed]
+                    if self.cursors.pop(feed, None) is not None:  # no task of ours left there
+                        self.generation += 1
+        if not self.subs:
             self._shut()
 
     def _end(self, sub: _Sub, error: Exception | None = None) -> None:
@@ -254,11 +283,19 @@ class _Hub:
     def _shut(self) -> None:
         """No subscription left: stop reading and close the connections now."""
         runner, waker, redis, reader = self.runner, self.waker, self.redis, self.reader
-        reader_id = self.reader_id
-        self.runner = self.waker = self.redis = self.reader = None
+        reader_id, batch = self.reader_id, self.batch
+        self.runner = self.waker = self.redis = self.reader = self.batch = None
         self.reader_id = None
+        self.cursors.clear()
+        for opening in list(self.opening.values()):
+            opening.cancel()
+        self.opening.clear()
+        self.feeds.clear()
+        self.tags.clear()
         if waker is not None:
             waker.cancel()
+        for job in self.jobs:
+            job.cancel()
 
         async def close() -> None:
             if runner is not None:
@@ -272,6 +309,8 @@ class _Hub:
                     job.cancel()
             jobs = [j for j in (runner, waker) if j is not None]
             await asyncio.gather(*jobs, return_exceptions=True)
+            if batch is not None:
+                await batch.aclose()
             for client in (reader, redis):
                 if client is not None:
                     await client.aclose()
@@ -281,65 +320,121 @@ class _Hub:
         task.add_done_callback(self.closing.discard)
 
     async def aclose(self) -> None:
-        for sub in [*self.starting, *(s for subs in self.subs.values() for s in subs)]:
+        for sub in [s for subs in self.subs.values() for s in subs]:
             sub.disposed = True
             self.remove(sub)
         if self.closing:
             await asyncio.gather(*self.closing, return_exceptions=True)
 
-    # -- one subscription's start ----------------------------------------------------------
+    # -- one subscription's start, or catch-up ---------------------------------------------
 
     async def _start(self, sub: _Sub) -> None:
-        """Replay what the subscription asked for, file a watch request if needed, then join."""
-        redis = self.redis
+        """Replay what the subscription asked for, file a watch request if needed, then go live."""
+        redis, batch = self.redis, self.batch
         try:
             async with self.starts:
-                if sub.disposed or redis is None:
+                if sub.disposed or redis is None or batch is None:
                     return
-                record = await self._retrying(lambda: self._begin(sub, redis))
+                await self._open(sub.keys.feed, redis)
+                records = await self._retrying(lambda: self._begin(sub, batch))
         except ReactiveTasksError as exc:
-            self.starting.discard(sub)
             self._end(sub, exc)
             return
         except Exception as exc:  # never a lost task exception; the subscriber hears of it
-            self.starting.discard(sub)
             self._end(sub, BackendUnavailable(f"relay read failed: {type(exc).__name__}",
                                               backend=self.owner.name))
             return
-        self.starting.discard(sub)
         if sub.disposed or redis is not self.redis:
             return
-        if record is not None and sub.after is None:
-            self._deliver(sub, record)
-            if sub.disposed:
-                return
-        if record is not None and record.final and sub.after is not None \
-                and record.sequence <= sub.after:
+        latest, history = records
+        if sub.after is None:
+            if latest is not None:
+                self._deliver(sub, latest)  # replayed first
+            self._settle(sub, [])
+            return
+        sub.seq = sub.after
+        if latest is not None and latest.final and latest.sequence <= sub.after:
             self._end(sub)
             return
-        self.subs.setdefault(sub.keys, []).append(sub)
-        self.generation += 1
-        self._ensure_running()
+        self._settle(sub, history)
 
-    async def _begin(self, sub: _Sub, redis: aioredis.Redis) -> Record | None:
+    async def _open(self, feed: str, redis: aioredis.Redis) -> None:
+        """Follow ``feed`` from its current end on, before any of its tasks is read."""
+        if feed in self.cursors:
+            return
+        opening = self.opening.get(feed)
+        if opening is None:
+            opening = self.opening[feed] = self.loop.create_task(self._find_end(feed, redis))
+            opening.add_done_callback(
+                lambda job: self.opening.pop(feed) if self.opening.get(feed) is job else None
+            )
+        await asyncio.shield(opening)
+
+    async def _find_end(self, feed: str, redis: aioredis.Redis) -> None:
+        newest: Any = await self._retrying(lambda: redis.xrevrange(feed, count=1))
+        if self.redis is redis and feed in self.feeds:
+            self.cursors.setdefault(feed, newest[0][0].decode() if newest else "0-0")
+            self.generation += 1
+            self._ensure_running()
+
+    async def _begin(
+        self, sub: _Sub, batch: Batcher[Command]
+    ) -> tuple[Record | None, list[Record]]:
+        """The latest record, and the records after ``after``; files a request if needed.
+
+        (Its reads join those of every subscription starting in the same loop turn.)
+        """
         keys = sub.keys
-        async with redis.pipeline(transaction=True) as pipe:
-            pipe.get(keys.latest)
-            pipe.exists(keys.owner)
-            raw, owned = await pipe.execute()
-        record = None if raw is None else decode_record(raw, self.owner._model)
+        reads = [batch.submit(lambda pipe: pipe.get(keys.latest)),
+                 batch.submit(lambda pipe: pipe.exists(keys.owner))]
         if sub.after is not None:
-            sub.last = entry_id(sub.after) if sub.after >= 0 else "0-0"
-        elif record is not None:
-            sub.last = entry_id(record.sequence)
+            after = f"({entry_id(sub.after)}"
+            reads.append(batch.submit(lambda pipe: pipe.xrange(keys.events, min=after, max="+")))
+        raw, owned, *history = await asyncio.gather(*reads)
+        latest = None if raw is None else decode_record(raw, self.owner._model)
+        records = [decode_record(f[b"d"], self.owner._model) for _, f in (history or [[]])[0]]
         if sub.disposed:  # (a redis-py read may finish despite a cancellation)
-            return None
-        if not owned and (record is None or not record.final):
-            await redis.xadd(
+            return None, []
+        if not owned and (latest is None or not latest.final):
+            await batch.submit(lambda pipe: pipe.xadd(
                 request_stream(keys.backend), keys.request(),
                 maxlen=_REQUESTS_MAXLEN, approximate=True,
-            )
-        return record
+            ))
+        return latest, records
+
+    def _settle(self, sub: _Sub, records: list[Record]) -> None:
+        """Deliver ``records`` read from the task's stream, then what the feed kept aside."""
+        for record in records:
+            if sub.disposed:
+                return
+            if record.sequence > sub.seq:
+                self._deliver(sub, record)
+        waiting, sub.pending = sub.pending or [], None
+        for record in waiting:
+            self._offer(sub, record)
+
+    def _catch_up(self, sub: _Sub) -> None:
+        """Records of ``sub`` went missing from the feed: read them from the task's stream."""
+        if sub.pending is None:
+            sub.pending = []
+
+        async def catch_up() -> None:
+            redis = self.redis
+            if redis is None:
+                return
+            try:
+                entries: Any = await self._retrying(lambda: redis.xrange(
+                    sub.keys.events, min=f"({entry_id(sub.seq)}" if sub.seq >= 0 else "-"))
+                records = [decode_record(f[b"d"], self.owner._model) for _, f in entries]
+            except ReactiveTasksError as exc:
+                self._end(sub, exc)
+                return
+            if not sub.disposed and redis is self.redis:
+                self._settle(sub, records)
+
+        job = self.loop.create_task(catch_up())
+        self.jobs.add(job)
+        job.add_done_callback(self.jobs.discard)
 
     async def _retrying(self, call: Callable[[], Any]) -> Any:
         """``call()``, retried through Redis outages up to ``unavailable_after`` seconds."""
@@ -364,10 +459,22 @@ class _Hub:
         if record.error is not None:
             self._end(sub, record.error)
             return
-        sub.last = entry_id(record.sequence)
+        sub.seq = record.sequence
         _call(sub.observer.on_next, record.event)
         if record.final:
             self._end(sub)
+
+    def _offer(self, sub: _Sub, record: Record) -> None:
+        """A record from the feed: kept aside, delivered, or (after a gap) caught up to."""
+        if sub.disposed or record.sequence <= sub.seq:
+            return
+        if sub.pending is not None:
+            sub.pending.append(record)
+        elif record.sequence > sub.seq + 1:
+            sub.pending = [record]
+            self._catch_up(sub)
+        else:
+            self._deliver(sub, record)
 
     def _ensure_running(self) -> None:
         reading = self.reading_generation
@@ -379,7 +486,7 @@ class _Hub:
             self.waker = self.loop.create_task(self._wake())
 
     async def _wake(self) -> None:
-        """Interrupt the blocked XREAD so that it is issued again with the new streams."""
+        """Interrupt the blocked XREAD so that it is issued again with the new feeds."""
         for _ in range(200):
             generation = self.reading_generation
             if generation is None or generation >= self.generation or self.redis is None:
@@ -394,7 +501,7 @@ class _Hub:
             await asyncio.sleep(0.002)  # the XREAD was sent but is not blocking yet
 
     async def _run(self) -> None:
-        """Read every live subscription's stream with one blocking XREAD, until none is left."""
+        """Read the feeds of every live subscription with one blocking XREAD, until none is left."""
         suspect = False
         down_since: float | None = None
         pause = 0.05
@@ -406,11 +513,9 @@ class _Hub:
                 if suspect:
                     await self._verify()
                     suspect = False
-                streams: dict[Any, Any] = {}
-                for keys, subs in self.subs.items():
-                    streams[keys.events] = min((s.last for s in subs), key=_id)
+                streams: dict[Any, Any] = dict(self.cursors)
                 if not streams:
-                    continue
+                    break  # (a feed opened later starts a runner again)
                 self.reading_generation = self.generation
                 try:
                     answer: Any = await reader.xread(streams, count=_READ_COUNT, block=_BLOCK_MS)
@@ -431,32 +536,46 @@ class _Hub:
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 1.0)
                 continue
-            by_key = {keys.events: keys for keys in self.subs}
             for stream, entries in answer or ():
-                found = by_key.get(stream.decode())
-                if found is not None:
-                    self._dispatch(found, entries)
-            if answer and len(streams) > _GATHER_STREAMS:
-                await asyncio.sleep(_GATHER_SECONDS)
+                feed = stream.decode()
+                if feed not in self.cursors or not entries:
+                    continue
+                behind = len(entries) >= _READ_COUNT
+                start = self.cursors[feed]
+                self.cursors[feed] = entries[-1][0].decode()
+                self._dispatch(entries)
+                if behind:
+                    await self._check_trimmed(feed, start)
         if self.reader is reader:
             self.runner = None
 
-    def _dispatch(self, keys: TaskKeys, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
-        decoded: list[tuple[str, Record | Exception]] = []
-        for raw_id, fields in entries:
+    def _dispatch(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
+        """Hand each feed record to its task's subscriptions (records of others are skipped)."""
+        for _, fields in entries:
+            keys = self.tags.get(fields.get(b"t", b""))
+            if keys is None:
+                continue
             try:
-                decoded.append((raw_id.decode(), decode_record(fields[b"d"], self.owner._model)))
-            except (ReactiveTasksError, KeyError) as exc:
-                decoded.append((raw_id.decode(), exc))
-        for sub in list(self.subs.get(keys, ())):
-            for stream_id, record in decoded:
-                if sub.disposed or _id(stream_id) <= _id(sub.last):
-                    continue
-                if isinstance(record, Exception):
+                record = decode_record(fields[b"d"], self.owner._model)
+            except (ReactiveTasksError, KeyError):
+                for sub in list(self.subs.get(keys, ())):
                     self._end(sub, BackendUnavailable("a relay record does not validate",
                                                       backend=keys.backend))
-                else:
-                    self._deliver(sub, record)
+                continue
+            for sub in list(self.subs.get(keys, ())):
+                self._offer(sub, record)
+
+    async def _check_trimmed(self, feed: str, start: str) -> None:
+        """Far behind: if the feed dropped records past ``start``, catch up every task of it."""
+        assert self.redis is not None
+        info: Any = await self.redis.xinfo_stream(feed)
+        first = info.get("first-entry")  # (trimming leaves no other trace)
+        if first and _id(_text(first[0])) > _id(start):
+            for keys, subs in list(self.subs.items()):
+                if keys.feed == feed:
+                    for sub in subs:
+                        if sub.pending is None:
+                            self._catch_up(sub)
 
     async def _verify(self) -> None:
         """After a reconnect: end observations whose history Redis lost, re-file lost requests."""
@@ -469,7 +588,7 @@ class _Hub:
             answers = await pipe.execute()
         for i, sub in enumerate(subs):
             newest, owned = answers[2 * i], answers[2 * i + 1]
-            if sub.last != "0-0" and (not newest or _id(newest[0][0].decode()) < _id(sub.last)):
+            if sub.seq >= 0 and (not newest or sequence_of(newest[0][0]) < sub.seq):
                 self._end(sub, BackendUnavailable(
                     "the relay's record of this task is gone (Redis lost its data)",
                     backend=sub.keys.backend, task_id=self.owner._validator.display_id(
@@ -478,6 +597,8 @@ class _Hub:
             elif not owned and not newest:
                 await self.redis.xadd(request_stream(sub.keys.backend), sub.keys.request(),
                                       maxlen=_REQUESTS_MAXLEN, approximate=True)
+            elif newest and sequence_of(newest[0][0]) > sub.seq and sub.pending is None:
+                self._catch_up(sub)  # published while this reader was away
 
     def _fail_all(self, cause: BaseException) -> None:
         error = BackendUnavailable(
@@ -486,3 +607,7 @@ class _Hub:
         error.__cause__ = cause
         for sub in [s for members in self.subs.values() for s in members]:
             self._end(sub, error)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -7,8 +7,10 @@ stream, latest record and lease live in one slot and the relay's scripts may tou
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from pydantic import ValidationError
@@ -27,6 +29,8 @@ from .._errors import (
 from .._models import TaskEvent
 
 __all__ = [
+    "FEED_LENGTH",
+    "FEED_SHARDS",
     "GROUP",
     "PREFIX",
     "Record",
@@ -43,6 +47,11 @@ __all__ = [
 PREFIX = "rt"
 #: The consumer group every relay of a request stream joins.
 GROUP = "relays"
+#: Every record is also appended to one of this many feed streams per backend (by task), so that
+#: a reader follows thousands of tasks with one XREAD of a few keys instead of one per task.
+FEED_SHARDS = 16
+#: About how many records each feed stream keeps (a reader further behind catches up per task).
+FEED_LENGTH = 4096
 
 _BACKEND_ERRORS: dict[str, type[BackendError]] = {
     cls.__name__: cls
@@ -80,6 +89,12 @@ class TaskKeys:
     def latest(self) -> str:
         """The task's latest record (an event or the error that ended it)."""
         return f"{PREFIX}:{{{self.tag}}}:latest"
+
+    @cached_property
+    def feed(self) -> str:
+        """The feed stream this task's records are also appended to (shared with other tasks)."""
+        shard = zlib.crc32(self.tag.encode()) % FEED_SHARDS
+        return f"{PREFIX}:feed:{self.backend}:{shard}"
 
     @property
     def owner(self) -> str:

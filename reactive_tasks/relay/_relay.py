@@ -18,21 +18,20 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .._aio import aiter
 from .._errors import ConfigurationError, InvalidTaskId, ReactiveTasksError
 from .._models import TaskEvent
 from .._runtime import reraise_if_cancelling
 from ..backends import Backend, Reading
 from . import _scripts
 from ._catalogue import check_name, event_model
-from ._pipeline import commands, publishes
+from ._leases import Lease, Renewer
+from ._ordered import LeaseLost, OrderedPublisher
+from ._pipeline import commands
+from ._publisher import Publisher
 from ._records import (
     GROUP,
     TaskKeys,
     decode_record,
-    entry_id,
-    error_record,
-    event_record,
     request_stream,
 )
 
@@ -53,10 +52,6 @@ def check_redis_url(url: object) -> str:
     return url
 
 
-class _LeaseLost(Exception):
-    """Another relay holds the task now (or Redis lost it): stop without acknowledging."""
-
-
 @dataclass
 class _Watch:
     backend: str
@@ -64,17 +59,26 @@ class _Watch:
     entry: str
     token: str
     task: asyncio.Task[None] | None = None
+    out: OrderedPublisher | None = None
+
+
+def _entry_of(holder: bytes) -> str:
+    """The request entry a lease token (``name|entry|nonce``) was taken for."""
+    parts = holder.decode(errors="replace").rsplit("|", 2)
+    return parts[1] if len(parts) == 3 else ""
 
 
 class Relay:
     """Takes watch requests from Redis, watches each task with a backend, publishes its events.
 
     ``backends`` maps backend names (``"cloudcoin"``...) to configured backends. A task is owned
-    by one relay at a time under a lease of ``lease`` seconds, renewed every third of it; when
-    a relay dies, another takes its tasks over once the lease has run out (it looks every tenth
-    of a lease) and continues their sequence numbers. Final records (a terminal event, or an
-    error) expire after ``retention`` seconds (errors after at most ``lease``, so that a new
-    observation soon tries again); a task's stream keeps about ``max_events`` entries.
+    by one relay at a time under a lease of ``lease`` seconds, renewed every quarter of it from a
+    thread of its own (a busy loop cannot starve it; a loop hung for three leases lets them
+    lapse); when a relay dies, another takes its tasks over once the lease has run out (it
+    looks every tenth of a lease) and continues their sequence numbers. Final records (a
+    terminal event, or an error) expire after ``retention`` seconds (errors after at most
+    ``lease``, so that a new observation soon tries again); a task's stream keeps about
+    ``max_events`` entries.
     """
 
     def __init__(
@@ -106,6 +110,7 @@ class Relay:
         # since); retried at each takeover round, forgotten if the holder turns out alive.
         self._waiting: dict[str, tuple[str, Mapping[bytes, bytes], float]] = {}
         self._redis: aioredis.Redis | None = None
+        self._leases: Renewer | None = None
 
     def __repr__(self) -> str:
         return f"Relay(name={self.name!r}, backends={sorted(self.backends)}, lease={self.lease})"
@@ -123,15 +128,17 @@ class Relay:
             self._url, client_name="reactive-tasks-relay", max_connections=_MAX_CONNECTIONS
         )
         self._batch = commands(self._redis)
-        self._publishes = publishes(self._redis)
+        self._publishes = Publisher(self._url, asyncio.get_running_loop())
+        self._leases = Renewer(self._url, self.name, self.lease, self._lost,
+                               asyncio.get_running_loop())
+        self._leases.start()
         loops = [asyncio.ensure_future(self._take_requests(b)) for b in self.backends]
-        loops += [asyncio.ensure_future(self._maintain()), asyncio.ensure_future(self._claim())]
+        loops += [asyncio.ensure_future(self._claim()), asyncio.ensure_future(self._heartbeat())]
         try:
             await asyncio.gather(*loops)
         finally:
-            for job in loops:
-                job.cancel()
-            await asyncio.gather(*loops, return_exceptions=True)
+            await _stop_all(loops)
+            await self._leases.stop()
             await self._hand_back()
             await self._batch.aclose()
             await self._publishes.aclose()
@@ -164,7 +171,7 @@ class Relay:
 
     async def _offer(self, backend: str, entry: str, fields: Mapping[bytes, bytes]) -> None:
         """Take the task of a request entry under lease, or acknowledge the entry as redundant."""
-        assert self._redis is not None
+        assert self._redis is not None and self._leases is not None
         try:
             keys = TaskKeys.from_request(backend, fields)
         except (KeyError, ValueError, UnicodeDecodeError):
@@ -174,13 +181,21 @@ class Relay:
         mine = self._watches.get(keys)
         if mine is not None and mine.entry == entry:
             return
-        token = f"{self.name}|{entry}"
+        # Unique per acquisition: a stale holder's writes can never pass for a later one's.
+        token = f"{self.name}|{entry}|{uuid.uuid4().hex[:12]}"
+        lease = Lease(keys, entry, token)
+        self._leases.add(lease)  # renewed from now on, however late this loop comes back
         lease_ms = int(self.lease * 1000)
-        holder = await self._batch.submit(
-            lambda pipe: pipe.eval(_scripts.ACQUIRE, 1, keys.owner, token, lease_ms)
-        )
+        try:
+            holder = await self._batch.submit(lambda pipe: pipe.eval(
+                _scripts.ACQUIRE, 2, keys.owner, keys.latest, token, lease_ms
+            ))
+        except BaseException:
+            self._leases.discard(token)
+            raise
         if holder != 1:
-            if isinstance(holder, bytes) and holder.decode().endswith(f"|{entry}"):
+            self._leases.discard(token)
+            if isinstance(holder, bytes) and _entry_of(holder) == entry:
                 since = self._waiting.get(entry, (backend, fields, time.monotonic()))[2]
                 if time.monotonic() - since < 2 * self.lease:
                     self._waiting[entry] = (backend, fields, since)
@@ -190,6 +205,7 @@ class Relay:
                 self._waiting.pop(entry, None)
                 await self._ack(backend, entry)
             return
+        self._leases.confirm(lease)
         self._waiting.pop(entry, None)
         _log.debug("relay %s: watching %s %s", self.name, backend,
                    self.backends[backend].display_id(keys.task_id))
@@ -203,64 +219,56 @@ class Relay:
         """Observe one task with its backend and publish each event, continuing its sequence."""
         assert self._redis is not None
         keys = watch.keys
+        out: OrderedPublisher | None = None
         try:
             raw = await self._batch.submit(lambda pipe: pipe.get(keys.latest))
             last = None if raw is None else decode_record(raw, event_model(watch.backend))
             if last is not None and last.final:
                 await self._finish(watch)
                 return
-            sequence = 0 if last is None else last.sequence + 1
             backend = self.backends[watch.backend]
-            repeat = None if last is None or last.event is None else _change(backend, last.event)
+            out = watch.out = OrderedPublisher(
+                self._publishes, keys, watch.token,
+                sequence=0 if last is None else last.sequence + 1,
+                repeat=None if last is None or last.event is None else _change(backend, last.event),
+                change=lambda event: _change(backend, event), max_events=self.max_events,
+                retention=self.retention, error_retention=min(self.retention, self.lease),
+            )
             try:
-                try:
-                    observe: Any = backend.observe  # identity keywords differ by backend
-                    observable = observe(keys.task_id, **dict(keys.identity))
-                except TypeError:
-                    raise InvalidTaskId(f"{watch.backend} takes no such identity") from None
-                async for event in aiter(observable):
-                    if repeat is not None and _change(backend, event) == repeat:
-                        repeat = None  # the state the previous relay published last
-                        continue
-                    repeat = None
-                    stamped = event.model_copy(update={"sequence": sequence})
-                    expiry = self.retention if stamped.terminal else 0.0
-                    await self._write(watch, sequence, event_record(stamped), expiry)
-                    sequence += 1
+                observe: Any = backend.observe  # identity keywords differ by backend
+                observable = observe(keys.task_id, **dict(keys.identity))
+            except TypeError:
+                out.on_error(InvalidTaskId(f"{watch.backend} takes no such identity"))
             except ReactiveTasksError as exc:
-                record = error_record(exc, sequence)
-                await self._write(watch, sequence, record, min(self.retention, self.lease))
+                out.on_error(exc)
+            else:
+                out.observe(observable)
+            await out.done
             await self._finish(watch)
-        except _LeaseLost:
+        except LeaseLost:
             _log.info("relay %s: lost the lease of %s", self.name, keys.tag)
         except (RedisError, *_CONNECTION_ERRORS) as exc:  # the lease runs out; another relay
             _log.warning("relay %s: gave up %s: %s", self.name, keys.tag, exc)  # takes over
+        except Exception:  # never expected; the lease runs out and another relay tries
+            _log.exception("relay %s: watching %s failed", self.name, keys.tag)
         finally:
+            if out is not None:
+                out.close()
             if self._watches.get(keys) is watch:
                 del self._watches[keys]
+            if self._leases is not None:
+                self._leases.discard(watch.token)
 
-    async def _write(self, watch: _Watch, sequence: int, record: str, expiry: float) -> None:
-        """Publish one record under the lease; waits out Redis outages, never writes twice."""
-        keys = watch.keys
-        pause = 0.05
-        while True:
-            try:
-                done = await self._publishes.submit((
-                    (keys.owner, keys.events, keys.latest),
-                    (watch.token, entry_id(sequence), record, self.max_events,
-                     int(expiry * 1000)),
-                ))
-            except ResponseError as exc:  # a refused script: never expected
-                _log.warning("relay %s: publishing %s failed: %s", self.name, keys.tag, exc)
-                raise _LeaseLost() from exc
-            except _CONNECTION_ERRORS:
-                reraise_if_cancelling()
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, 1.0)
-                continue
-            if done != 1:  # 0: the lease is another's; -1: that sequence number is taken
-                raise _LeaseLost()
-            return
+    def _lost(self, lease: Lease) -> None:
+        """The renewer found ``lease`` held by another (or gone): stop watching its task now."""
+        watch = self._watches.get(lease.keys)
+        if watch is not None and watch.token == lease.token and not (
+            watch.out is not None and watch.out.finished  # (the final record ends the lease)
+        ):
+            _log.info("relay %s: lease of %s lost", self.name, lease.keys.tag)
+            del self._watches[lease.keys]
+            if watch.task is not None:
+                watch.task.cancel()
 
     async def _finish(self, watch: _Watch) -> None:
         """The task needs no more watching: drop the lease and acknowledge its request."""
@@ -271,11 +279,14 @@ class Relay:
     async def _ack(self, backend: str, entry: str) -> None:
         await self._batch.submit(lambda pipe: pipe.xack(request_stream(backend), GROUP, entry))
 
-    # -- leases ------------------------------------------------------------------------------
+    # -- leases (renewed by ._leases.Renewer) ------------------------------------------------
 
-    async def _maintain(self) -> None:
-        """Renew our leases every third of a lease."""
-        await self._every(self.lease / 3, self._renew, "lease renewal")
+    async def _heartbeat(self) -> None:
+        """Tell the renewer, every tenth of a lease, that this loop still turns."""
+        assert self._leases is not None
+        while True:
+            self._leases.beat()
+            await asyncio.sleep(self.lease / 10)
 
     async def _claim(self) -> None:
         """Often (a tenth of a lease): take over tasks whose holder stopped renewing."""
@@ -297,29 +308,6 @@ class Relay:
                 reraise_if_cancelling()
                 _log.warning("relay %s: %s failed: %s", self.name, what, exc)
                 next_at = time.monotonic()
-
-    async def _renew(self) -> None:
-        assert self._redis is not None
-        watches = list(self._watches.values())
-        if not watches:
-            return
-        lease_ms = int(self.lease * 1000)
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for watch in watches:
-                pipe.eval(_scripts.RENEW, 1, watch.keys.owner, watch.token, lease_ms)
-            renewed = await pipe.execute()
-        held: dict[str, list[Any]] = {}
-        for watch, ok in zip(watches, renewed, strict=True):
-            if ok == 1:
-                held.setdefault(watch.backend, []).append(watch.entry)
-            elif watch.task is not None and self._watches.get(watch.keys) is watch:
-                _log.info("relay %s: lease of %s lost", self.name, watch.keys.tag)
-                del self._watches[watch.keys]
-                watch.task.cancel()
-        for backend, entries in held.items():  # reset the entries' idle time: still alive
-            await self._redis.xclaim(
-                request_stream(backend), GROUP, self.name, 0, entries, justid=True
-            )
 
     async def _take_over(self, backend: str) -> None:
         assert self._redis is not None
@@ -353,6 +341,18 @@ class Relay:
                     await self._redis.xadd(stream, watch.keys.request())
                     await self._redis.xack(stream, GROUP, watch.entry)
         self._watches.clear()
+
+
+async def _stop_all(jobs: list[asyncio.Task[None]]) -> None:
+    """Cancel ``jobs`` until they have ended: a cancellation that lands as a client's own read
+    timeout expires is taken for that timeout (and uncancelled) by Python 3.11's
+    ``asyncio.timeout``, and a retry loop would go on; a second one ends it."""
+    pending = set(jobs)
+    while pending:
+        for job in pending:
+            job.cancel()
+        _, pending = await asyncio.wait(pending, timeout=0.5)
+    await asyncio.gather(*jobs, return_exceptions=True)
 
 
 def _change(backend: Backend[Any], event: TaskEvent[Any]) -> Hashable:
