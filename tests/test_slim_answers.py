@@ -9,8 +9,7 @@ answers the test changes between rounds, and counts the full validations the bac
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -64,9 +63,9 @@ class Queue:
         return Reply.json({"code": "ResourceNotFound", "message": "no"}, status=404)
 
 
-@contextmanager
-def counting(monkeypatch: pytest.MonkeyPatch, owner: Any, name: str) -> Iterator[list[int]]:
-    """Counts the calls of ``owner.name`` (a model's ``model_validate``, a decoder)."""
+def counting(monkeypatch: pytest.MonkeyPatch, owner: Any, name: str) -> list[int]:
+    """Counts the calls of ``owner.name`` from now on (a model's ``model_validate``, a decoder,
+    a hook); ``monkeypatch`` puts the original back when the test ends."""
     calls = [0]
     original = getattr(owner, name)
 
@@ -75,7 +74,7 @@ def counting(monkeypatch: pytest.MonkeyPatch, owner: Any, name: str) -> Iterator
         return original(*args, **kwargs)
 
     monkeypatch.setattr(owner, name, counted)
-    yield calls
+    return calls
 
 
 class Watcher:
@@ -116,10 +115,8 @@ async def test_taskcluster_validates_only_entries_whose_key_moved(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     queue = Queue(TC_IDS)
-    with (
-        HostileServer(queue) as server,
-        counting(monkeypatch, tc_source._BatchEntry, "model_validate") as validated,
-    ):
+    validated = counting(monkeypatch, tc_source._BatchEntry, "model_validate")
+    with HostileServer(queue) as server:
         backend = TaskclusterBackend(server.url, policy=POLICY)
         watcher = Watcher(backend, TC_IDS)
         try:
@@ -229,10 +226,8 @@ async def test_greencloud_validates_only_rows_whose_key_moved(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     listing = TaskList(GC_IDS)
-    with (
-        HostileServer(listing) as server,
-        counting(monkeypatch, GreenCloudListEntry, "model_validate") as validated,
-    ):
+    validated = counting(monkeypatch, GreenCloudListEntry, "model_validate")
+    with HostileServer(listing) as server:
         backend = GreenCloudBackend(server.url, token="t0k3n", policy=POLICY)
         watcher = Watcher(backend, GC_IDS)
         try:
@@ -262,15 +257,15 @@ async def test_iexec_decodes_only_tasks_whose_key_moved(
     _, tasks = create_deal(
         emulator, [{"status": "ACTIVE", "polls": 6}, {"status": "COMPLETED"}], count=3
     )
-    with counting(monkeypatch, _abi, "decode_task") as decoded:
-        backend = IExecBackend(emulator.api_url("iexec") + "/rpc", HUB_ADDRESS, policy=POLICY)
-        watcher = Watcher(backend, list(tasks))
-        try:
-            for task in tasks:
-                await watcher.done[task].wait()
-        finally:
-            watcher.dispose()
-            await backend.aclose()
+    decoded = counting(monkeypatch, _abi, "decode_task")
+    backend = IExecBackend(emulator.api_url("iexec") + "/rpc", HUB_ADDRESS, policy=POLICY)
+    watcher = Watcher(backend, list(tasks))
+    try:
+        for task in tasks:
+            await watcher.done[task].wait()
+    finally:
+        watcher.dispose()
+        await backend.aclose()
     assert not watcher.errors
     for task in tasks:
         assert [e.native_status for e in watcher.events[task]] == ["ACTIVE", "COMPLETED"]

@@ -20,22 +20,17 @@ from reactive_tasks import TaskEvent, TaskState
 from reactive_tasks.backends import TaskclusterBackend
 from reactive_tasks.testing import watched_tasks
 from tests.hostile import HostileServer
-from tests.test_slim_answers import POLICY, TC_IDS, Queue, Watcher, tc_status, until
+from tests.test_slim_answers import (
+    POLICY,
+    TC_IDS,
+    Queue,
+    Watcher,
+    counting,
+    tc_status,
+    until,
+)
 
 IDS = TC_IDS[:200]
-
-
-def counting(monkeypatch: pytest.MonkeyPatch, owner: Any, name: str) -> list[int]:
-    """Counts the calls of ``owner.name`` from now on."""
-    calls = [0]
-    original = getattr(owner, name)
-
-    def counted(*args: Any, **kwargs: Any) -> Any:
-        calls[0] += 1
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(owner, name, counted)
-    return calls
 
 
 async def test_an_unchanged_batch_answer_is_settled_on_its_slim_key_alone(
