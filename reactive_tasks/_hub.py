@@ -378,6 +378,15 @@ class PollHub(Generic[S]):
         self._grid = (now, interval, jitter, due)
         return due
 
+    def _tick_after(self, now: float, policy: PollPolicy, period: float) -> float:
+        """The first tick of ``policy``'s grid of ``period`` after ``now``, however close.
+
+        For answers that came after their task's next tick: unlike ``_aligned`` (which skips a
+        tick less than half a period away), it never puts a later answer before an earlier one,
+        so tasks late in a slow round keep their turn ahead of tasks polled again since."""
+        origin = self._epoch + self._phase * policy.jitter * period
+        return origin + (math.floor((now - origin) / period) + 1) * period
+
     def _push(self, watch: _Watch) -> None:
         due = watch.next_due
         tail = self._tail
@@ -585,8 +594,9 @@ class PollHub(Generic[S]):
         From the tick the poll belonged to, not from when its answer was read: answers of one
         round settle over some milliseconds and must not straddle a grid line, or the round
         splits into several batches next time. An answer that came after its task's next tick
-        waits from now instead: while a round of due polls takes longer than the period, that
-        happens to every task alike, as each waits its turn.
+        waits for the first tick after now instead: while a round of due polls takes longer
+        than the period, that happens to every task alike, as each waits its turn. Either way a
+        task answered later never falls due before one answered earlier in the same queue.
         """
         policy = watch.policy
         period = self._period(policy)
@@ -597,7 +607,7 @@ class PollHub(Generic[S]):
         if watch.recheck:
             watch.recheck = False
             return now
-        return due if due > now else self._aligned(now, policy, period)
+        return due if due > now else self._tick_after(now, policy, period)
 
     def _stalled_out(self, watch: _Watch, outcome: BaseException) -> bool:
         """True when a poll timed out while a callback held the loop: its timer ran out behind
