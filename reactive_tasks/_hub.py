@@ -19,6 +19,7 @@ import logging
 import math
 import random
 import threading
+import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Hashable, Sequence
@@ -30,7 +31,7 @@ from ._compact import compact
 from ._errors import BackendError, ObservationTimeout, TransientFault
 from ._feeds import FeedLink
 from ._models import TaskEvent
-from ._pace import Pace
+from ._pace import SLICE_SECONDS, Pace
 from ._policy import PollPolicy
 from ._retry import call_with_retries, is_timeout, protocol_error, retry_delay, verdict
 from ._runtime import on_background_loop
@@ -489,11 +490,18 @@ class PollHub(Generic[S]):
         lazy_answers_var.set(True)  # the source may answer with slim ``Answer``s (see _accept)
         for member in chunk:
             member.deadline = member.polled_at + timeout
+        clock = time.perf_counter
         try:
+            started = clock()
             async for ref, outcome in self._source.fetch_many(list(pending)):
                 watch = pending.pop(ref, None)
                 if watch is not None:
                     self._settle(watch, outcome)
+                if clock() - started > SLICE_SECONDS:
+                    # Thousands of answers of one batch (the source's reading of each runs on
+                    # this clock too) never hold the loop for long.
+                    await asyncio.sleep(0)
+                    started = clock()
         except asyncio.CancelledError:
             cancelled = True
             raise

@@ -11,9 +11,13 @@ from __future__ import annotations
 import logging
 import math
 
-__all__ = ["Pace"]
+__all__ = ["SLICE_SECONDS", "Pace"]
 
 logger = logging.getLogger("reactive_tasks")
+
+#: How long (seconds) a round's answers are settled, or a batch's entries handed on, before the
+#: loop gets a turn: a batch of thousands never holds the loop for long.
+SLICE_SECONDS = 0.002
 
 _WINDOW = 2.0  # seconds of answers the figures are taken over, at the least
 _LOG_EVERY = 60.0  # seconds between two lines about the same hub, at the least

@@ -76,6 +76,53 @@ async def test_taskcluster_batch_entry_fails_only_its_task() -> None:
     assert not any(r.method == "GET" for r in server.requests)  # nothing fell back per task
 
 
+async def test_taskcluster_batch_answer_cut_short_fails_only_the_tasks_after_the_cut() -> None:
+    """The batch answer is decoded entry by entry: the entries before the cut stand."""
+    page = json.dumps({"statuses": [{"taskId": GOOD, "status": tc_status(GOOD)}]}).encode()
+
+    def handler(request: RawRequest) -> Reply:
+        if request.method == "POST" and request.path.endswith("/tasks/status"):
+            cut = page[:-2] + b', {"taskId": "' + BAD.encode()  # the rest never came
+            return Reply.of(200, cut, headers={"Content-Type": "application/json"})
+        return Reply.json({"code": "ResourceNotFound", "message": "no"}, status=404)
+
+    with HostileServer(handler) as server:
+        backend = TaskclusterBackend(server.url, policy=FAST)
+        try:
+            good, bad = await outcomes(backend.observe(GOOD), backend.observe(BAD))
+        finally:
+            await backend.aclose()
+    assert good.kind is EventKind.TASK_COMPLETED
+    assert isinstance(bad, ProtocolError) and "not JSON" in bad.message
+
+
+async def test_taskcluster_batch_answer_with_a_bad_envelope_fails_the_tasks_it_left() -> None:
+    """A continuation token that is not a string, after the entries: the tasks the page left
+    out cannot be followed up and fail; the one it answered stands. A JSON list for an answer
+    fails every task."""
+    answers = iter([
+        {"statuses": [{"taskId": GOOD, "status": tc_status(GOOD)}], "continuationToken": 7},
+        [{"taskId": GOOD, "status": tc_status(GOOD)}],
+    ])  # fmt: skip
+
+    def handler(request: RawRequest) -> Reply:
+        if request.method == "POST" and request.path.endswith("/tasks/status"):
+            return Reply.json(next(answers))
+        return Reply.json({"code": "ResourceNotFound", "message": "no"}, status=404)
+
+    with HostileServer(handler) as server:
+        backend = TaskclusterBackend(server.url, policy=FAST)
+        try:
+            good, bad = await outcomes(backend.observe(GOOD), backend.observe(BAD))
+            late = await outcomes(backend.observe(OTHER), backend.observe(BAD))
+        finally:
+            await backend.aclose()
+    assert good.kind is EventKind.TASK_COMPLETED
+    assert isinstance(bad, ProtocolError) and "continuationToken" in bad.message
+    for error in late:
+        assert isinstance(error, ProtocolError) and "_BatchAnswer" in error.message
+
+
 GC_GOOD, GC_BAD, GC_OTHER = ("65a0" + "0" * 19 + digit for digit in "123")
 
 

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 from pydantic import BaseModel, ValidationError
 
 from .._errors import ProtocolError
+from .._jsonstream import ObjectStream
+from .._pace import SLICE_SECONDS
 from .._redact import shorten
 from .._types import Answer, lazy_answers
 
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
 __all__ = [
     "MAX_PAGES",
     "SLICE_SECONDS",
+    "StreamedPage",
     "each_entry",
     "entries_by_key",
     "next_page",
@@ -40,8 +43,6 @@ __all__ = [
 M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
 
-#: How long (seconds) a batch's entries are handed on before the loop gets a turn.
-SLICE_SECONDS = 0.002
 #: What a slim reader raises on a field it cannot vouch for: the whole entry is validated then.
 SLIM_ERRORS = (AttributeError, KeyError, IndexError, TypeError, ValueError)
 
@@ -63,6 +64,51 @@ def parse_page(backend: Backend[Any], model: type[M], content: bytes) -> M:
             f"the answer does not match {model.__name__}: it is not JSON"
         ) from None
     return backend.parse(model, data)
+
+
+class StreamedPage(Generic[M]):
+    """A many-task answer whose list ``field`` is decoded one entry at a time (``entries()``),
+    and whose other members are validated into ``model`` after it (``envelope()``).
+
+    Built entry by entry, the entries of a large page are freed as they are settled instead of
+    being promoted together to the garbage collector's oldest generation (see ``_jsonstream``).
+    A body that is not JSON is a ``ProtocolError``, met where the decoding stops: the entries
+    before that point were whole JSON values and stand.
+    """
+
+    __slots__ = ("_backend", "_model", "_stream")
+
+    def __init__(self, backend: Backend[Any], model: type[M], content: bytes, field: str) -> None:
+        self._backend = backend
+        self._model = model
+        try:
+            text = content.decode(json.detect_encoding(content), "surrogatepass")
+        except UnicodeDecodeError:
+            raise self._not_json() from None
+        if not ObjectStream.is_object(text):  # not an object: read whole, as it always was
+            parse_page(backend, model, content)
+            raise backend.protocol_error(f"the answer does not match {model.__name__}")
+        self._stream = ObjectStream(text, field)
+
+    def entries(self) -> Iterator[Any]:
+        """The entries of the list, each decoded when it is reached."""
+        try:
+            yield from self._stream.entries()
+        except (ValueError, RecursionError):
+            raise self._not_json() from None
+
+    def envelope(self) -> M:
+        """The answer's other members validated into ``model`` (once ``entries()`` is done)."""
+        stream = self._stream
+        data = dict(stream.rest)
+        if stream.streamed:
+            data[stream.field] = []
+        return self._backend.parse(self._model, data)
+
+    def _not_json(self) -> ProtocolError:
+        return self._backend.protocol_error(
+            f"the answer does not match {self._model.__name__}: it is not JSON"
+        )
 
 
 def validation_detail(exc: ValidationError) -> str:
@@ -117,12 +163,17 @@ def each_entry(
     one whose key fields ``slim`` cannot vouch for is validated at once. With ``then``, what is
     yielded (or built on demand) is ``then(entry)`` (it may raise the task's ``ProtocolError``).
 
-    Each wanted entry's slot in ``items`` is cleared once it was handed on: the raw JSON of an
-    answer the hub settled is freed at once, rather than kept by the rest of the page until
-    the garbage collector has moved it to its oldest generation (whose full scans then run
-    more often, over every long-lived watch).
+    ``items`` may also be an iterator of entries (``StreamedPage.entries()``). A list's slot of
+    each wanted entry is cleared once it was handed on: the raw JSON of an answer the hub
+    settled is freed at once, rather than kept by the rest of the page until the garbage
+    collector has moved it to its oldest generation (whose full scans then run more often,
+    over every long-lived watch).
     """
-    if not isinstance(items, list):
+    if isinstance(items, list):
+        listed = True
+    elif isinstance(items, Iterator):  # a streamed page's entries: nothing kept to clear
+        listed = False
+    else:
         raise backend.protocol_error(f"{what} is not a list")
     seen: set[Hashable] = set()
     # One validator for the whole answer: it finds an entry's task id only when it fails.
@@ -142,10 +193,12 @@ def each_entry(
             except SLIM_ERRORS:
                 pass  # a key field the slim read cannot vouch for: validate it all now
             else:
-                items[index] = None
+                if listed:
+                    items[index] = None
                 yield k, Answer(slim_key, item, build)
                 continue
-        items[index] = None
+        if listed:
+            items[index] = None
         try:
             yield k, build(item)
         except ProtocolError as exc:

@@ -23,7 +23,7 @@ from ..._models import TaskState
 from ..._policy import PollPolicy
 from ..._reply import HttpReply
 from ..._types import Answer
-from .._answers import each_entry, next_page, paced, parse_page, slim_reader
+from .._answers import StreamedPage, each_entry, next_page, slim_reader
 from .._base import Backend, Reading, TaskRef
 from ._auth import HawkAuth, TaskclusterCredentials
 
@@ -265,19 +265,19 @@ class TaskclusterSource(Backend[TaskclusterStatus]):
             self._batch_retry_at = None
             if response.status_code != 200:
                 raise self.protocol_error(f"batch status: {self._explain(response)}")
-            page = parse_page(self, _BatchAnswer, response.content)
+            page = StreamedPage(self, _BatchAnswer, response.content, "statuses")
             entries = each_entry(
-                self, page.statuses, _BatchEntry, key=_task_id_of,
+                self, page.entries(), _BatchEntry, key=_task_id_of,
                 wanted={task_id: task_id for task_id in pending}, what="the batch status answer",
                 slim=slim_reader(self, TaskclusterSource, _slim_entry), then=self._status_of,
             )
-            async for task_id, entry in paced(entries):
+            for task_id, entry in entries:  # the hub gives the loop a turn between slices
                 # ``then`` made each entry a status (or an Answer of one): the outcome of a task
                 yield pending.pop(cast(str, task_id)), cast(_Outcome, entry)
             if not pending:
                 break
             try:
-                token = next_page(self, page.continuationToken, tokens, "batch status")
+                token = next_page(self, page.envelope().continuationToken, tokens, "batch status")
             except ProtocolError as exc:  # a runaway server: every task still waiting fails
                 for ref in pending.values():
                     yield ref, self.protocol_error(exc.message, ref.task_id)
