@@ -21,8 +21,9 @@ API and N, min / median / max over the runs:
   polling floor (a GET per task of fresh ``running`` tasks, JSON decoded, same concurrency cap),
   for Taskcluster the official ``taskcluster`` client's ``Queue.statuses`` on the same batch
   endpoint, 1,000 ids a request, reading the steady phase's tasks (the very answers ``steady``
-  read); ``ratio`` is us/poll / base and ``s.ratio`` is steady / base, from the same run: the
-  issue's CPU-per-poll targets are about ``s.ratio``;
+  read), the median of ``OFFICIAL_ROUNDS`` rounds each timed alone; ``ratio`` is us/poll /
+  base and ``s.ratio`` is steady / base, from the same run: the issue's CPU-per-poll targets
+  are about ``s.ratio``;
 - ``sub``: CPU per task of ``observe(task_id).subscribe(...)`` (steady phase, nothing else
   running: the synchronous subscribe loop over N tasks, hub registration included) / N;
 - ``event``: CPU per event of the composite watch left when subscribing and polling are taken
@@ -55,6 +56,7 @@ import argparse
 import asyncio
 import gc
 import json
+import statistics
 import subprocess
 import sys
 import time
@@ -75,7 +77,8 @@ STEP = 3.0
 BATCH = 1000
 BASE_TASKS = 5000  # the aiohttp floor's tasks (CPU per poll does not depend on their number)
 BASE_ROUNDS = 2
-STEADY_ROUNDS = 3  # intervals of the steady-state window
+OFFICIAL_ROUNDS = 5  # rounds of the official client's baseline, each timed on its own
+STEADY_ROUNDS = 5  # intervals of the steady-state window
 SCRIPTS: dict[str, list[dict[str, Any]]] = {
     "cloudcoin": [
         {"status": "running", "progress": 0, "seconds": STEP},
@@ -227,11 +230,13 @@ async def steady(api: str, url: str, ids: list[str], control: EmulatorClient) ->
 
 
 def official_statuses(root: str, ids: list[str]) -> float:
-    """CPU seconds per task-poll of the official client reading ``ids`` in batches."""
+    """CPU seconds per task-poll of the official client reading ``ids`` in batches: the median
+    of ``OFFICIAL_ROUNDS`` rounds (one round's CPU varied by a third from round to round)."""
     queue = taskcluster.Queue({"rootUrl": root, "maxRetries": 5})
-    polls = 0
-    cpu = time.process_time()
-    for _ in range(BASE_ROUNDS):
+    per_poll: list[float] = []
+    for _ in range(OFFICIAL_ROUNDS):
+        polls = 0
+        cpu = time.process_time()
         for start in range(0, len(ids), BATCH):
             chunk = ids[start : start + BATCH]
             answer = queue.statuses({"taskIds": chunk})
@@ -240,7 +245,8 @@ def official_statuses(root: str, ids: list[str]) -> float:
                 polls += len(answer["statuses"])
                 answer = queue.statuses({"taskIds": chunk}, query=query)
             polls += len(answer["statuses"])
-    return (time.process_time() - cpu) / polls
+        per_poll.append((time.process_time() - cpu) / polls)
+    return statistics.median(per_poll)
 
 
 def floor(control: EmulatorClient) -> float:
