@@ -372,8 +372,7 @@ class PollHub(Generic[S]):
         memo = self._grid
         if memo[0] == now and memo[1] == interval and memo[2] == jitter:
             return memo[3]  # the answers of one round share their tick
-        origin = self._epoch + self._phase * jitter * interval
-        due = origin + (math.floor((now - origin) / interval) + 1) * interval
+        due = self._tick_after(now, policy, interval)
         if due - now < interval / 2:
             due += interval
         self._grid = (now, interval, jitter, due)
