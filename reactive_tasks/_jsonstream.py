@@ -1,4 +1,5 @@
-"""A JSON object decoded one member at a time, and one of its list members one entry at a time.
+"""A JSON object decoded one member at a time, and one of its list members one entry at a time;
+entries whose text is the same as the one a ``TextMemo`` holds for them are not decoded again.
 
 ``json.loads`` of a page of 1,000 task statuses builds all of them before the first is read. They
 all outlive the garbage collector's young collections and are promoted to its oldest generation,
@@ -11,13 +12,14 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Callable, Iterator
 from json import decoder
 from json.decoder import JSONDecodeError
 from json.scanner import make_scanner
-from typing import Any
+from typing import Any, NamedTuple
 
-__all__ = ["ObjectStream"]
+__all__ = ["Known", "ObjectStream", "TextMemo"]
 
 # The C scanner behind ``json.loads`` (typeshed types neither of these as they are).
 _scan: Callable[[str, int], tuple[Any, int]] = make_scanner(json.JSONDecoder())  # type: ignore[arg-type]
@@ -34,6 +36,116 @@ def _skip(text: str, pos: int) -> int:
     return pos
 
 
+class Known(NamedTuple):
+    """An entry the same, character for character, as one read before: its key, its text and
+    what reading it gave then (see ``TextMemo``)."""
+
+    key: Any
+    text: str
+    reading: Any
+
+
+class TextMemo:
+    """The text of each key's latest list entry while the key is at rest, and what reading it
+    gave.
+
+    The text of a JSON object, array or string is never a proper prefix of another value's text,
+    so an entry that starts with the remembered text of its key *is* that entry: it need not be
+    decoded again. A text is kept only once a key read the same twice in a row: a first sighting
+    or a changed reading keeps the reading alone, so that the first round of thousands of new
+    tasks, and the rounds in which they change, copy no text. A kept text that stops matching
+    while the reading stays the same (a field outside the reading moved) is dropped and kept
+    again only at the next read, so a key whose text moves at every read costs a copy every
+    other read; when most kept texts of a page moved that way, the memo keeps no new text
+    for a while (doubling up to ``MAX_QUIET`` pages while that goes on), so that a server whose
+    every answer moves costs little more than reading without a memo. Keys not seen for two
+    ``max_age`` periods are forgotten (two generations).
+    Texts and readings are kept in dicts of their own, not paired in a tuple per key: a tuple
+    would be one more object per watched task for every full garbage collection to scan.
+    """
+
+    __slots__ = ("_hits", "_latest", "_misses", "_older", "_quiet", "_rotated", "_wait", "max_age")
+
+    #: The most pages for which no new text is kept after the kept ones stopped matching.
+    MAX_QUIET = 64
+
+    def __init__(self, max_age: float = 300.0) -> None:
+        self.max_age = max_age
+        # kept texts that matched this page, and that did not although the reading held
+        self._hits = self._misses = 0
+        self._quiet = 0  # pages left in which no new text is kept
+        self._wait = 1  # how many pages the next quiet spell lasts
+        # (texts, readings) of the latest generation and of the one before
+        self._latest: tuple[dict[Any, str], dict[Any, Any]] = ({}, {})
+        self._older: tuple[dict[Any, str], dict[Any, Any]] = ({}, {})
+        self._rotated = time.monotonic()
+
+    def __len__(self) -> int:
+        """How many texts are kept."""
+        return len(self._latest[0]) + len(self._older[0])
+
+    def remember(self, key: Any, text: str, start: int, end: int, reading: Any) -> None:
+        """Note ``reading`` for ``key``, whose entry ``text[start:end]`` was decoded (it did not
+        match), and keep that text when the reading is the same as last time (only an object,
+        array or string: a number may be a prefix of another)."""
+        texts, readings = self._latest
+        before = readings.get(key)
+        if before is None:
+            older_texts, older_readings = self._older
+            before = older_readings.pop(key, None)
+            older_texts.pop(key, None)
+        readings[key] = reading
+        held = texts.get(key)
+        if held is not None:
+            if len(held) != end - start or not text.startswith(held, start):
+                del texts[key]  # a stale text: kept again at the next read at the soonest
+                if before == reading:
+                    self._misses += 1  # its text moved, not its reading
+        elif (
+            before is not None and before == reading and not self._quiet
+            and text[start : start + 1] in _OPENERS
+        ):
+            texts[key] = text[start:end]
+
+    def holds_texts(self) -> bool:
+        """Whether any text is kept (no key can match otherwise)."""
+        return bool(self._latest[0] or self._older[0])
+
+    def match(self, key: Any, text: str, pos: int) -> Known | None:
+        """The entry of ``key`` at ``pos`` of ``text`` when it is the remembered one."""
+        texts, readings = self._latest
+        held = texts.get(key)
+        if held is None:
+            older_texts, older_readings = self._older
+            held = older_texts.pop(key, None)
+            if held is None:
+                return None
+            texts[key] = held
+            readings[key] = older_readings.pop(key)
+        if not text.startswith(held, pos):
+            return None
+        self._hits += 1
+        return Known(key, held, readings[key])
+
+    def rotate(self) -> None:
+        """Called once a page: count down or start a quiet spell (see above), and start a new
+        generation once the latest is ``max_age`` old."""
+        if self._quiet:
+            self._quiet -= 1
+        elif self._misses > 2 * self._hits + 16:  # most kept texts of the last page moved
+            self._quiet, self._wait = self._wait, min(2 * self._wait, self.MAX_QUIET)
+        elif self._hits > self._misses:
+            self._wait = 1
+        self._hits = self._misses = 0
+        now = time.monotonic()
+        if now - self._rotated >= self.max_age:
+            self._older, self._latest = self._latest, ({}, {})
+            self._rotated = now
+
+
+_OPENERS = frozenset('{["')
+
+
 class ObjectStream:
     """``text`` (a JSON object), its member ``field`` streamed when it is a list.
 
@@ -43,13 +155,19 @@ class ObjectStream:
     ``field`` member, which ``json.loads`` would silently let win over the first.
     """
 
-    __slots__ = ("field", "rest", "streamed", "text")
+    __slots__ = ("end", "field", "known", "rest", "start", "streamed", "text")
 
-    def __init__(self, text: str, field: str) -> None:
+    def __init__(
+        self, text: str, field: str, known: Callable[[str, int], Known | None] | None = None
+    ) -> None:
         self.text = text
         self.field = field
+        #: Asked at each entry first: a ``Known`` is yielded as it is, the entry not decoded.
+        self.known = known
         self.rest: dict[str, Any] = {}
         self.streamed = False  # True once ``field`` was found to be a list
+        #: Where the entry yielded last starts and ends in ``text``.
+        self.start = self.end = 0
 
     @staticmethod
     def is_object(text: str) -> bool:
@@ -82,12 +200,21 @@ class ObjectStream:
                 if text[pos : pos + 1] == "]":
                     pos += 1
                 else:
+                    known = self.known
                     while True:
-                        try:
-                            value, pos = scan(text, pos)
-                        except StopIteration as stop:
-                            raise JSONDecodeError("Expecting value", text, stop.value) from None
-                        yield value
+                        hit = None if known is None else known(text, pos)
+                        if hit is not None:
+                            self.start, pos = pos, pos + len(hit.text)
+                            self.end = pos
+                            yield hit
+                        else:
+                            try:
+                                value, end = scan(text, pos)
+                            except StopIteration as stop:
+                                raise JSONDecodeError("Expecting value", text, stop.value) from None
+                            self.start, self.end = pos, end
+                            pos = end
+                            yield value
                         pos = _skip(text, pos)
                         mark = text[pos : pos + 1]
                         pos = _skip(text, pos + 1)

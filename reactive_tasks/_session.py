@@ -35,6 +35,7 @@ from ._errors import (
     ReactiveTasksError,
     TransientFault,
 )
+from ._jsonstream import TextMemo
 from ._policy import PollPolicy
 from ._readqueue import ReadQueue
 from ._redact import Secrets, origin_of, scrub
@@ -148,6 +149,9 @@ class Session:
         self.reads = ReadQueue(max_concurrency, self.closed_error)
         #: Set when closing begins: from then on nothing is sent and no read starts.
         self.closed = False
+        #: The text of each task's latest entry in many-task answers, and its slim key: an
+        #: entry that reads the same again is not decoded again (see ``StreamedPage``).
+        self.entries = TextMemo()
         self._origin = origin_of(owner.base_url)
         parts = urlsplit(owner.base_url)
         self._origin_prefix = f"{parts.scheme}://{parts.netloc}/"

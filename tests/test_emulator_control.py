@@ -77,3 +77,34 @@ def test_bulk_creation_reports_when_each_task_was_created(emulator: EmulatorClie
     for task_id, when in created.items():  # the API's own `started` is that time, in seconds
         answer = httpx.get(f"{emulator.api_url('cloudcoin')}/api/v1/task/{task_id}").json()
         assert answer["payload"]["started"] == int(when)
+
+
+@pytest.mark.parametrize("every", [0, -5, "60", True])
+def test_a_taskcluster_reclaim_period_must_be_a_positive_number(
+    emulator: EmulatorClient, every: Any
+) -> None:
+    with pytest.raises(EmulatorError) as info:
+        emulator.create_task(
+            "taskcluster", [{"runs": [{"state": "running", "reclaimEvery": every}]}]
+        )
+    assert info.value.status_code == 422 and "reclaimEvery" in info.value.message
+
+
+def test_a_taskcluster_run_reclaimed_periodically_moves_taken_until_only_then(
+    emulator: EmulatorClient,
+) -> None:
+    """Without ``reclaimEvery`` takenUntil moves at every read; with it, once a period."""
+    steady = emulator.create_task(
+        "taskcluster", [{"runs": [{"state": "running", "reclaimEvery": 0.3}]}]
+    )
+    moving = emulator.create_task("taskcluster", [{"runs": [{"state": "running"}]}])
+    url = emulator.api_url("taskcluster") + "/api/queue/v1/task/{}/status"
+
+    def taken(task_id: str) -> str:
+        return str(httpx.get(url.format(task_id)).json()["status"]["runs"][0]["takenUntil"])
+
+    first = taken(steady), taken(moving)
+    time.sleep(0.01)
+    assert taken(steady) == first[0] and taken(moving) != first[1]
+    time.sleep(0.35)
+    assert taken(steady) != first[0]

@@ -111,3 +111,95 @@ def test_random_damage_is_refused_exactly_when_json_loads_refuses_it() -> None:
         if isinstance(expected, dict) and damaged.count(f'"{FIELD}"') > 1:
             continue  # a repeated member: refused on purpose (see above)
         assert streamed(damaged) == expected, damaged
+
+
+def _read_twice(memo: Any, text: str) -> None:
+    """Two reads of ``text``'s entries: a text is kept only once its reading repeats."""
+    for _ in range(2):
+        stream = ObjectStream(text, FIELD)
+        for entry in stream.entries():
+            memo.remember(entry["id"], text, stream.start, stream.end, ("key", entry["v"]))
+
+
+def test_a_memo_answers_an_entry_whose_text_is_the_remembered_one() -> None:
+    from reactive_tasks._jsonstream import Known, TextMemo
+
+    memo = TextMemo()
+    first = '{"statuses":[{"id":"a","v":1},{"id":"b","v":2}]}'
+    stream = ObjectStream(first, FIELD)
+    for entry in stream.entries():
+        memo.remember(entry["id"], first, stream.start, stream.end, ("key", entry["v"]))
+    assert len(memo) == 0 and not memo.holds_texts()  # seen once: the readings alone
+    _read_twice(memo, first)
+    assert len(memo) == 2
+
+    again = '{"statuses":[ {"id":"a","v":1} , {"id":"b","v":3}, {"id":"a","v":1}]}'
+    peek = {again.index('{"id":"a"'): "a", again.index('{"id":"b"'): "b"}
+    peek[again.rindex('{"id":"a"')] = "a"
+    found = list(ObjectStream(again, FIELD, lambda text, pos: (
+        memo.match(peek[pos], text, pos) if pos in peek else None
+    )).entries())
+    assert found[0] == Known("a", '{"id":"a","v":1}', ("key", 1))  # the same text: not decoded
+    assert found[1] == {"id": "b", "v": 3}  # its text moved: decoded
+    assert found[2] == Known("a", '{"id":"a","v":1}', ("key", 1))
+
+
+def test_a_memo_keeps_a_text_only_while_its_reading_and_text_hold_still() -> None:
+    from reactive_tasks._jsonstream import TextMemo
+
+    memo = TextMemo()
+    memo.remember("a", '"x"', 0, 3, 1)
+    assert memo.match("a", '"x"', 0) is None  # first sighting: no text kept
+    memo.remember("a", '"x"', 0, 3, 2)
+    assert memo.match("a", '"x"', 0) is None  # the reading changed: still none
+    memo.remember("a", '"x"', 0, 3, 2)
+    assert memo.match("a", '"x"', 0) is not None  # the same reading twice: kept
+    # Its text moved although the reading did not (say a reclaim's takenUntil): dropped, and
+    # kept again only at the read after, so a text moving at every read is copied every other.
+    assert memo.match("a", '"y"', 0) is None
+    memo.remember("a", '"y"', 0, 3, 2)
+    assert not memo.holds_texts()
+    memo.remember("a", '"y"', 0, 3, 2)
+    assert memo.match("a", '"y"', 0) is not None
+
+
+def test_a_memo_keeps_no_number_and_forgets_keys_unseen_for_two_periods() -> None:
+    from reactive_tasks._jsonstream import TextMemo
+
+    memo = TextMemo(max_age=0.0)
+    for _ in range(2):
+        memo.remember("n", "12", 0, 2, 12)  # "12" is a prefix of "123": never kept
+    assert memo.match("n", "123", 0) is None and len(memo) == 0
+    for _ in range(2):
+        memo.remember("a", '"x"', 0, 3, 1)
+        memo.remember("b", '"y"', 0, 3, 2)
+    memo.rotate()
+    assert memo.match("a", '"x"', 0) is not None  # found in the older generation: kept on
+    memo.rotate()
+    assert memo.match("a", '"x"', 0) is not None
+    assert memo.match("b", '"y"', 0) is None  # unseen for two periods: forgotten
+    assert memo.match("a", '["x", 1]', 1) is not None and memo.match("a", '"z"', 0) is None
+
+
+def test_a_memo_whose_texts_keep_moving_keeps_none_for_longer_and_longer() -> None:
+    from reactive_tasks._jsonstream import TextMemo
+
+    memo = TextMemo()
+    keys = range(40)
+
+    def page(version: int) -> int:
+        """One page of every key, its text at ``version`` (its reading never moves): the
+        number of texts kept after it."""
+        memo.rotate()
+        for k in keys:
+            text = f'"{k}-{version}"'
+            if memo.match(k, text, 0) is None:
+                memo.remember(k, text, 0, len(text), k)
+        return len(memo)
+
+    assert [page(0), page(1), page(1)] == [0, 40, 40]  # kept once the reading repeated: hits
+    assert page(2) == 0  # every text moved, not the readings: dropped
+    assert [page(3), page(4)] == [0, 40]  # one quiet page, then kept again
+    assert [page(5), page(6), page(7), page(8)] == [0, 0, 0, 40]  # moved again: two quiet
+    assert [page(8), page(8)] == [40, 40]  # at rest again: the spells start over from one
+    assert [page(9), page(10), page(11)] == [0, 0, 40]

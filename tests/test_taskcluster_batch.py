@@ -132,3 +132,47 @@ async def test_batching_can_be_turned_off(emulator: EmulatorClient, batch: bool)
         await watch_all(backend, ids)
     expected = {BATCH: 1} if batch else {SINGLE: 4}
     assert emulator.requests()["by_route"] == expected
+
+
+def reclaimed(every: float | None, polls: int) -> dict[str, Any]:
+    """A running step whose run is reclaimed every ``every`` seconds (None: at every read)."""
+    spec: dict[str, Any] = {"state": "running"}
+    if every is not None:
+        spec["reclaimEvery"] = every
+    return {"runs": [spec], "polls": polls}
+
+
+@pytest.mark.parametrize("every", [3600.0, None])
+async def test_an_entry_that_reads_the_same_again_is_not_decoded_again(
+    emulator: EmulatorClient, monkeypatch: pytest.MonkeyPatch, every: float | None
+) -> None:
+    """Entries the same, character for character, as the task's last one are answered from the
+    session's memo of their text; one whose text moved (``takenUntil`` at each reclaim) is
+    read again. Either way the events are the same: one for running, one for completed."""
+    from reactive_tasks.backends.taskcluster import _source
+
+    slim_reads = [0]
+    real = _source._slim_entry
+
+    def counted(raw: Any) -> Any:
+        slim_reads[0] += 1
+        return real(raw)
+
+    monkeypatch.setattr(_source, "_slim_entry", counted)
+    polls = 4
+    ids = emulator.create_tasks("taskcluster", 3, [reclaimed(every, polls), step("completed")])
+    policy = PollPolicy(interval=0.05, max_interval=1.0, jitter=0.0)
+    async with TaskclusterBackend(emulator.api_url("taskcluster"), policy=policy) as backend:
+        events: dict[str, list[Any]] = {i: [] for i in ids}
+        subs = [backend.observe(i).subscribe(events[i].append) for i in ids]
+        await watch_all(backend, ids)
+        for sub in subs:
+            sub.dispose()
+    for task_events in events.values():
+        assert [e.state for e in task_events] == [TaskState.RUNNING, TaskState.COMPLETED]
+    running_reads = 3 * polls
+    # every completed entry is new text; of the running ones the first two reads of each task
+    # when the text stays (a text is kept once the reading repeats), every one when takenUntil
+    # moves at every read
+    expected = 3 + (3 * 2 if every is not None else running_reads)
+    assert slim_reads[0] == expected

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 from pydantic import BaseModel, ValidationError
 
 from .._errors import ProtocolError
-from .._jsonstream import ObjectStream
+from .._jsonstream import Known, ObjectStream, TextMemo
 from .._pace import SLICE_SECONDS
 from .._redact import shorten
 from .._types import Answer, lazy_answers
@@ -76,11 +76,25 @@ class StreamedPage(Generic[M]):
     before that point were whole JSON values and stand.
     """
 
-    __slots__ = ("_backend", "_model", "_stream")
+    __slots__ = ("_backend", "_memo", "_model", "_peek", "_stream")
 
-    def __init__(self, backend: Backend[Any], model: type[M], content: bytes, field: str) -> None:
+    def __init__(
+        self,
+        backend: Backend[Any],
+        model: type[M],
+        content: bytes,
+        field: str,
+        *,
+        memo: TextMemo | None = None,
+        peek: Callable[[str, int], Hashable | None] | None = None,
+    ) -> None:
+        """With ``memo`` and ``peek`` (which reads an entry's key from its text at a position,
+        None if it cannot), an entry whose text is the one ``memo`` holds for its key comes
+        out as that ``Known`` entry, not decoded (``each_entry`` answers it from its text)."""
         self._backend = backend
         self._model = model
+        self._memo = memo
+        self._peek = peek
         try:
             text = content.decode(json.detect_encoding(content), "surrogatepass")
         except UnicodeDecodeError:
@@ -88,7 +102,23 @@ class StreamedPage(Generic[M]):
         if not ObjectStream.is_object(text):  # not an object: read whole, as it always was
             parse_page(backend, model, content)
             raise backend.protocol_error(f"the answer does not match {model.__name__}")
-        self._stream = ObjectStream(text, field)
+        known = None
+        if memo is not None and peek is not None:
+            memo.rotate()
+            if memo.holds_texts():  # else no entry can match: not even a peek
+                known = self._known
+        self._stream = ObjectStream(text, field, known)
+
+    def _known(self, text: str, pos: int) -> Known | None:
+        key = self._peek(text, pos)  # type: ignore[misc]
+        return None if key is None else self._memo.match(key, text, pos)  # type: ignore[union-attr]
+
+    def remember(self, key: Hashable, reading: Hashable) -> None:
+        """Note ``reading`` as ``key``'s, with the text of the entry yielded last (see
+        ``TextMemo.remember``)."""
+        if self._memo is not None:
+            stream = self._stream
+            self._memo.remember(key, stream.text, stream.start, stream.end, reading)
 
     def entries(self) -> Iterator[Any]:
         """The entries of the list, each decoded when it is reached."""
@@ -152,6 +182,7 @@ def each_entry(
     what: str,
     slim: Callable[[Any], Hashable] | None = None,
     then: Callable[[M], Any] | None = None,
+    remember: Callable[[Hashable, Hashable], None] | None = None,
 ) -> Iterator[tuple[Hashable, M | Answer[M] | ProtocolError]]:
     """The entries of ``items`` (a JSON list) that ``wanted`` asks for, each read alone.
 
@@ -167,7 +198,9 @@ def each_entry(
     each wanted entry is cleared once it was handed on: the raw JSON of an answer the hub
     settled is freed at once, rather than kept by the rest of the page until the garbage
     collector has moved it to its oldest generation (whose full scans then run more often,
-    over every long-lived watch).
+    over every long-lived watch). With ``remember`` (a ``StreamedPage``'s), each slim-read
+    entry's key and slim key are handed to it; the page's ``Known`` entries (the same text as
+    that key's last time) are answered with that slim key, decoded only if the hub asks.
     """
     if isinstance(items, list):
         listed = True
@@ -178,7 +211,17 @@ def each_entry(
     seen: set[Hashable] = set()
     # One validator for the whole answer: it finds an entry's task id only when it fails.
     build = _Validator(backend, model, what, key, wanted, then)
+    from_text: _FromText | None = None
     for index, item in enumerate(items):
+        if type(item) is Known:  # the same text as this key's entry last time: its slim key
+            k = item.key
+            if k in seen or k not in wanted:
+                continue
+            seen.add(k)
+            if from_text is None:
+                from_text = _FromText(build)
+            yield k, Answer(item.reading, item.text, from_text)
+            continue
         try:
             k = key(item)
         except (AttributeError, KeyError, TypeError):
@@ -195,6 +238,8 @@ def each_entry(
             else:
                 if listed:
                     items[index] = None
+                if remember is not None:
+                    remember(k, slim_key)
                 yield k, Answer(slim_key, item, build)
                 continue
         if listed:
@@ -257,6 +302,18 @@ class _Validator(Generic[M]):
                 self._wanted.get(self._key(item)),
             ) from None
         return entry if self._then is None else self._then(entry)
+
+
+class _FromText:
+    """``build`` of an entry kept as its JSON text (a ``TextMemo``'s): decoded on demand."""
+
+    __slots__ = ("_build",)
+
+    def __init__(self, build: Callable[[Any], Any]) -> None:
+        self._build = build
+
+    def __call__(self, text: str) -> Any:
+        return self._build(json.loads(text))
 
 
 async def paced(items: Iterable[T], budget: float = SLICE_SECONDS) -> AsyncIterator[T]:

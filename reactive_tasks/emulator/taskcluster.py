@@ -8,8 +8,9 @@ downloads with their 303 redirect, all with Taskcluster's own error bodies
 A scripted step lists the task's runs: `{"runs": [{"state": "exception", "reasonResolved":
 "worker-shutdown"}, {"state": "running"}]}` is a retry in progress. The emulator fills in run ids,
 `reasonCreated`, workers and timestamps (kept stable between reads; `takenUntil` moves on every
-read, as a reclaim would). A task created with `clientId`/`accessToken` extras is private: only
-Hawk-signed requests with those credentials may read it.
+read, as a reclaim would, or with `"reclaimEvery": seconds` on a run only that often, as a
+worker's periodic reclaims move it). A task created with `clientId`/`accessToken` extras is
+private: only Hawk-signed requests with those credentials may read it.
 """
 
 from __future__ import annotations
@@ -62,7 +63,9 @@ RETRYING = frozenset({"claim-expired", "worker-shutdown", "intermittent-task"})
 UNCLAIMED_OK = frozenset({"canceled", "deadline-exceeded", "superseded"})
 STORAGE_TYPES = frozenset({"s3", "blob", "azure", "reference", "error", "object", "link"})
 
-_RUN_KEYS = frozenset({"state", "reasonCreated", "reasonResolved", "workerGroup", "workerId"})
+_RUN_KEYS = frozenset(
+    {"state", "reasonCreated", "reasonResolved", "workerGroup", "workerId", "reclaimEvery"}
+)
 _STEP_KEYS = frozenset({"runs", "retriesLeft"})
 _EXTRA_KEYS = frozenset(
     {
@@ -147,6 +150,11 @@ def _check_run(run: Any, index: int, count: int) -> str | None:
     problem = check_choice("state", state, RUN_STATES)
     if problem:
         return problem
+    every = run.get("reclaimEvery")
+    if every is not None and (
+        not isinstance(every, int | float) or isinstance(every, bool) or not every > 0
+    ):
+        return "reclaimEvery must be a positive number of seconds"
     if state in UNRESOLVED and index != count - 1:
         return "only the last run may be pending or running"
     created = run.get("reasonCreated")
@@ -263,6 +271,20 @@ def _stamp(task: ScriptedTask, key: str, now: float) -> str:
     return value
 
 
+def _reclaimed(task: ScriptedTask, run_id: int, every: float | None, now: float) -> str:
+    """A running run's ``takenUntil``: 20 minutes after its latest reclaim, which is now (every
+    read) or, with ``every``, the latest multiple of ``every`` seconds since the run started."""
+    if every is None:
+        return iso(now + 20 * 60)
+    started = task.memo.setdefault(f"{run_id}:started_at", now)
+    reclaimed = started + (now - started) // every * every
+    key = f"{run_id}:reclaimed"
+    held = task.memo.get(key)
+    if held is None or held[0] != reclaimed:
+        held = task.memo[key] = (reclaimed, iso(reclaimed + 20 * 60))
+    return held[1]
+
+
 def _runs(task: ScriptedTask, specs: Sequence[Mapping[str, Any]], now: float) -> list[Any]:
     runs: list[dict[str, Any]] = []
     for run_id, spec in enumerate(specs):
@@ -296,7 +318,7 @@ def _runs(task: ScriptedTask, specs: Sequence[Mapping[str, Any]], now: float) ->
             run["workerGroup"] = spec.get("workerGroup", "emulated-group")
             run["workerId"] = spec.get("workerId", f"worker-{run_id}")
             run["takenUntil"] = (
-                iso(now + 20 * 60)
+                _reclaimed(task, run_id, spec.get("reclaimEvery"), now)
                 if state == "running"
                 else _stamp(task, f"{run_id}:takenUntil", now + 20 * 60)
             )

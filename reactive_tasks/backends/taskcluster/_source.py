@@ -133,7 +133,12 @@ def _slim_entry(raw: Any) -> Hashable:
         raise ValueError("the entry's key fields are off")
     if type(runs) is not list:
         raise TypeError("runs is not a list")
-    return state, tuple(map(_slim_run, runs))
+    # One flat tuple (every run has six fields): a tuple of tuples would stay an object the
+    # garbage collector tracks for as long as the hub and the session's memo keep the key.
+    key: list[str | int | None] = [state]
+    for run in runs:
+        key += _slim_run(run)
+    return tuple(key)
 
 
 _Outcome = TaskclusterStatus | Answer[TaskclusterStatus] | BaseException
@@ -141,6 +146,15 @@ _Outcome = TaskclusterStatus | Answer[TaskclusterStatus] | BaseException
 
 def _task_id_of(raw: Any) -> Any:
     return raw["taskId"]
+
+
+_ENTRY_HEAD = re.compile(r'\{"taskId":"([A-Za-z0-9_-]{22})"')
+
+
+def _peek_task_id(text: str, pos: int) -> str | None:
+    """The task id a batch entry's text starts with, as the queue writes it (else None)."""
+    head = _ENTRY_HEAD.match(text, pos)
+    return None if head is None else head.group(1)
 
 
 class _ErrorBody(BaseModel):
@@ -265,11 +279,15 @@ class TaskclusterSource(Backend[TaskclusterStatus]):
             self._batch_retry_at = None
             if response.status_code != 200:
                 raise self.protocol_error(f"batch status: {self._explain(response)}")
-            page = StreamedPage(self, _BatchAnswer, response.content, "statuses")
+            slim = slim_reader(self, TaskclusterSource, _slim_entry)
+            page = StreamedPage(
+                self, _BatchAnswer, response.content, "statuses",
+                memo=session.entries if slim else None, peek=_peek_task_id,
+            )
             entries = each_entry(
                 self, page.entries(), _BatchEntry, key=_task_id_of,
                 wanted={task_id: task_id for task_id in pending}, what="the batch status answer",
-                slim=slim_reader(self, TaskclusterSource, _slim_entry), then=self._status_of,
+                slim=slim, then=self._status_of, remember=page.remember,
             )
             for task_id, entry in entries:  # the hub gives the loop a turn between slices
                 # ``then`` made each entry a status (or an Answer of one): the outcome of a task
