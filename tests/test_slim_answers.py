@@ -9,6 +9,7 @@ answers the test changes between rounds, and counts the full validations the bac
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -170,6 +171,73 @@ async def test_taskcluster_malformed_key_fails_at_once_other_fields_when_the_key
     assert isinstance(watcher.errors[key_bad], ProtocolError)
     assert fine not in watcher.errors
     assert [e.state for e in watcher.events[fine]] == [TaskState.RUNNING, TaskState.COMPLETED]
+
+
+class CompactQueue(Queue):
+    """``Queue`` writing compact JSON, as the real queue does (the session's entry memo peeks at
+    ``{"taskId":"...`` to find an entry's task); ``texts`` overrides an entry's whole text."""
+
+    def __init__(self, ids: list[str]) -> None:
+        super().__init__(ids)
+        self.texts: dict[str, str] = {}
+
+    def __call__(self, request: RawRequest) -> Reply:
+        if request.method == "POST" and request.path.endswith("/tasks/status"):
+            self.rounds += 1
+            entries = [
+                self.texts.get(i)
+                or json.dumps({"taskId": i, "status": self.statuses[i]}, separators=(",", ":"))
+                for i in request.json()["taskIds"]
+            ]
+            body = '{"statuses":[' + ",".join(entries) + "]}"
+            return Reply.of(200, body.encode(), headers={"Content-Type": "application/json"})
+        return super().__call__(request)
+
+
+async def test_the_entry_memo_answers_only_entries_whose_text_is_the_kept_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Once a task read the same twice, its unchanged entry is answered from the session's
+    memo without decoding. Whatever else comes in its place is decoded and read as always: a
+    field outside the key that moved (no event), a malformed key field (that task's
+    ProtocolError), a new state (an event), the same status written with other spacing (no
+    event), and a task repeated in the page (its first entry counts)."""
+    ids = TC_IDS[:6]
+    moved, broken, done, spaced, repeated, calm = ids
+    queue = CompactQueue(ids)
+    with HostileServer(queue) as server:
+        backend = TaskclusterBackend(server.url, policy=POLICY)
+        watcher = Watcher(backend, ids)
+        try:
+            await until(lambda: all(watcher.events.values()), "every first event")
+            rounds = queue.rounds
+            await until(lambda: queue.rounds >= rounds + 3, "three more rounds")
+            slim_reads = counting(monkeypatch, tc_source, "_slim_entry")
+            rounds = queue.rounds
+            await until(lambda: queue.rounds >= rounds + 3, "three more rounds")
+            assert slim_reads[0] == 0, "unchanged entries are not decoded"
+
+            queue.statuses[moved]["runs"][0]["started"] = "2026-01-01T00:00:02.000Z"
+            queue.statuses[broken]["state"] = "bogus"
+            queue.statuses[done] = tc_status(done, "completed")
+            whole = {"taskId": spaced, "status": queue.statuses[spaced]}
+            queue.texts[spaced] = json.dumps(whole, indent=1)
+            first = json.dumps({"taskId": repeated, "status": queue.statuses[repeated]})
+            second = json.dumps({"taskId": repeated, "status": tc_status(repeated, "failed")})
+            queue.texts[repeated] = first + "," + second
+            await watcher.done[done].wait()
+            await until(lambda: broken in watcher.errors, "the malformed key's error")
+            rounds = queue.rounds
+            await until(lambda: queue.rounds >= rounds + 3, "three more rounds")
+        finally:
+            watcher.dispose()
+            await backend.aclose()
+    assert set(watcher.errors) == {broken}
+    assert isinstance(watcher.errors[broken], ProtocolError)
+    assert [e.state for e in watcher.events[done]] == [TaskState.RUNNING, TaskState.COMPLETED]
+    for task_id in (moved, spaced, repeated, calm):
+        assert [e.state for e in watcher.events[task_id]] == [TaskState.RUNNING], task_id
+        assert not watcher.done[task_id].is_set()
 
 
 async def test_a_large_batch_gives_the_loop_turns_while_it_settles() -> None:
