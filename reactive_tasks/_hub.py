@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, Literal, TypeVar
 
+from reactivex.abc import DisposableBase
+
 from ._compact import compact
 from ._errors import BackendError, ObservationTimeout, TransientFault
 from ._feeds import FeedLink
@@ -34,7 +36,7 @@ from ._models import TaskEvent
 from ._pace import SLICE_SECONDS, Pace
 from ._policy import PollPolicy
 from ._retry import call_with_retries, is_timeout, protocol_error, retry_delay, verdict
-from ._runtime import on_background_loop
+from ._runtime import in_loop_thread, on_background_loop
 from ._types import Answer, Reading, Source, TaskRef, lazy_answers_var, request_timeout_var
 
 __all__ = ["PollHub", "fetch_once", "hub_for", "hubs_of", "release_hub"]
@@ -117,9 +119,14 @@ async def fetch_once(source: Source, ref: TaskRef, policy: PollPolicy) -> TaskEv
 
 
 @dataclass(eq=False, slots=True)
-class _Subscription:
+class _Subscription(DisposableBase):
     """One subscriber of a watch: its three callbacks (no observer object in between: the hub
-    stops calling them once ``disposed``, as reactivex's auto-detaching observer would)."""
+    stops calling them once ``disposed``, as reactivex's auto-detaching observer would).
+
+    It is also what ``subscribe`` returns: ``dispose()`` from any thread, idempotent. One
+    object per subscriber instead of two: thousands of watches stay long-lived, and every
+    object among them is scanned by each full garbage collection.
+    """
 
     on_next: Callable[[Any], None]
     on_error: Callable[[Exception], None]
@@ -129,6 +136,22 @@ class _Subscription:
     timer: asyncio.TimerHandle | None = None
     disposed: bool = False
     started: float = 0.0
+    #: The hub (and its loop) ``dispose`` removes this subscription from, once it is added.
+    hub: PollHub[Any] | None = None
+    loop: asyncio.AbstractEventLoop | None = None
+
+    def dispose(self) -> None:
+        """Stop this subscription: at once on its loop's thread, else soon on that loop."""
+        hub, loop = self.hub, self.loop
+        if self.disposed and self.watch is None:
+            return
+        self.disposed = True
+        if hub is None or loop is None:
+            return
+        if in_loop_thread(loop):
+            hub.remove(self)
+        elif not loop.is_closed():
+            loop.call_soon_threadsafe(hub.remove, self)
 
 
 @dataclass(eq=False, slots=True)

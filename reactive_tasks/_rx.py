@@ -86,6 +86,7 @@ class _TaskObservable(Observable[TaskEvent[S]]):
         except Exception as exc:  # no loop or a closed backend: told as reactivex would
             sub.on_error(exc)
             return Disposable()
+        sub.hub, sub.loop = hub, loop
         if not in_loop_thread(loop):
             loop.call_soon_threadsafe(hub.add, self._ref, sub)
         elif hub.replays(self._ref):
@@ -98,7 +99,7 @@ class _TaskObservable(Observable[TaskEvent[S]]):
                 hub.add(self._ref, sub)
         else:
             hub.add(self._ref, sub)
-        return _Unsubscribe(loop, hub, sub)
+        return sub
 
     def _subscribe_core(
         self,
@@ -120,34 +121,6 @@ class _Add:
 
     def __call__(self, scheduler: abc.SchedulerBase, state: Any = None) -> None:
         self._hub.add(self._ref, self._sub)
-
-
-class _Unsubscribe(abc.DisposableBase):
-    """Disposes one subscription of ``observe_ref`` from any thread (idempotent).
-
-    One slotted object per watch instead of a closure, its cells and a locked ``Disposable``:
-    thousands of watches stay long-lived, and every object among them is scanned by each full
-    garbage collection.
-    """
-
-    __slots__ = ("_hub", "_loop", "_sub")
-
-    def __init__(
-        self, loop: asyncio.AbstractEventLoop, hub: PollHub[Any], sub: _Subscription
-    ) -> None:
-        self._loop = loop
-        self._hub = hub
-        self._sub = sub
-
-    def dispose(self) -> None:
-        sub, loop = self._sub, self._loop
-        if sub.disposed and sub.watch is None:
-            return
-        sub.disposed = True
-        if in_loop_thread(loop):
-            self._hub.remove(sub)
-        elif not loop.is_closed():
-            loop.call_soon_threadsafe(self._hub.remove, sub)
 
 
 def _one_off(_: str) -> str:

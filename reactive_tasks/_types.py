@@ -142,6 +142,13 @@ class Reading(NamedTuple):
     progress: float | None = None
     message: str | None = None
 
+    def plain(self) -> tuple[str, str, float | None, str | None]:
+        """The same four values in a plain tuple, the state as its string: what a change key
+        holds. A watch keeps its key as long as it lives, and a plain tuple of strings and
+        numbers is one the garbage collector stops tracking (a ``Reading``, a tuple subclass
+        holding an enum member, is scanned by every full collection)."""
+        return (self.state.value, self.native_status, self.progress, self.message)
+
 
 Outcome = tuple[TaskRef, "S | BaseException"]
 

@@ -121,7 +121,7 @@ class Backend(ABC, Generic[SnapshotT]):
 
     def change_key(self, snapshot: SnapshotT, reading: Reading) -> Hashable:
         """What must differ between two polls for a new event; timestamps never count."""
-        return reading
+        return reading.plain()
 
     def order_key(self, snapshot: SnapshotT, reading: Reading) -> tuple[int, ...] | None:
         """How new an answer is (larger is newer), or None when the API gives no order: an

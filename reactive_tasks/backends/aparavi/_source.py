@@ -9,6 +9,7 @@ httpx's request logs never see its value. Both answer shapes are read by ``_enve
 from __future__ import annotations
 
 import re
+from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -195,9 +196,9 @@ class AparaviSource(Backend[AparaviStatus]):
                 message = scrub(self, snapshot.exit_msg, ref.task_id)
         return Reading(state, native, _progress(snapshot), message)
 
-    def change_key(self, snapshot: AparaviStatus, reading: Reading) -> Reading:
+    def change_key(self, snapshot: AparaviStatus, reading: Reading) -> Hashable:
         """A new event when state, native status, progress or message change (no timestamps)."""
-        return reading
+        return reading.plain()
 
     def refusal_reason(self, response: HttpReply) -> str | None:
         return refusal_text(self, response)

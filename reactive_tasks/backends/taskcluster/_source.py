@@ -348,7 +348,7 @@ class TaskclusterSource(Backend[TaskclusterStatus]):
             (r.runId, r.state, r.reasonCreated, r.reasonResolved, r.workerGroup, r.workerId)
             for r in snapshot.runs
         )
-        return reading, runs
+        return reading.plain(), runs
 
     def order_key(self, snapshot: TaskclusterStatus, reading: Reading) -> tuple[int, ...]:
         """(number of runs, the latest run's rank): a retry run reading ``pending`` is newer
