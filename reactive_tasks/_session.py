@@ -149,8 +149,8 @@ class Session:
         self.reads = ReadQueue(max_concurrency, self.closed_error)
         #: Set when closing begins: from then on nothing is sent and no read starts.
         self.closed = False
-        #: The text of each task's latest entry in many-task answers, and its slim key: an
-        #: entry that reads the same again is not decoded again (see ``StreamedPage``).
+        #: Each task's slim key in many-task answers and, once it read the same twice, its
+        #: entry's text: an entry with that very text is not decoded again (see ``TextMemo``).
         self.entries = TextMemo()
         self._origin = origin_of(owner.base_url)
         parts = urlsplit(owner.base_url)
