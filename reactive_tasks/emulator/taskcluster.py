@@ -116,8 +116,8 @@ def normalize_id(raw: str) -> str | None:
 def iso(unix: float) -> str:
     """A unix time as Taskcluster writes date-times: UTC with milliseconds and a Z (cached:
     a task's dates are formatted again at every read, and strftime was most of a batch read)."""
-    stamp = datetime.fromtimestamp(unix, UTC)
-    return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{stamp.microsecond // 1000:03d}Z"
+    # isoformat is C code, several times faster than strftime; its "+00:00" becomes the Z
+    return datetime.fromtimestamp(unix, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 # -- validation of scripts and creation extras -----------------------------------------------
@@ -271,6 +271,19 @@ def _stamp(task: ScriptedTask, key: str, now: float) -> str:
     return value
 
 
+def _dates(task: ScriptedTask) -> tuple[str, str, str]:
+    """The task's fixed dates as written (created, deadline, expires), formatted once per task:
+    three per task overflow ``iso``'s cache past some 20,000 tasks, and formatting them at
+    every read then made the emulator, not the client, what paced large batch rounds."""
+    dates: tuple[str, str, str] | None = task.memo.get("dates")
+    if dates is None:
+        extra = task.extra
+        expires = task.created + float(extra.get("expiresIn", _YEAR))
+        deadline = min(task.created + float(extra.get("deadlineIn", 24 * _HOUR)), expires)
+        dates = task.memo["dates"] = (iso(task.created), iso(deadline), iso(expires))
+    return dates
+
+
 def _reclaimed(task: ScriptedTask, run_id: int, every: float | None, now: float) -> str:
     """A running run's ``takenUntil``: 20 minutes after its latest reclaim, which is now (every
     read) or, with ``every``, the latest multiple of ``every`` seconds since the run started."""
@@ -298,7 +311,7 @@ def _runs(task: ScriptedTask, specs: Sequence[Mapping[str, Any]], now: float) ->
             created = "retry"
         else:
             created = "rerun"
-        scheduled = iso(task.created) if run_id == 0 else _stamp(task, f"{run_id}:scheduled", now)
+        scheduled = _dates(task)[0] if run_id == 0 else _stamp(task, f"{run_id}:scheduled", now)
         run: dict[str, Any] = {
             "runId": run_id,
             "state": state,
@@ -349,8 +362,7 @@ def status_of(task: ScriptedTask, view: StepView, now: float) -> dict[str, Any]:
         left = max(0, retries - sum(1 for r in runs if r["reasonCreated"] == "retry"))
     provisioner = extra.get("provisionerId", "proj-emulated")
     worker_type = extra.get("workerType", "ci")
-    expires = task.created + float(extra.get("expiresIn", _YEAR))
-    deadline = min(task.created + float(extra.get("deadlineIn", 24 * _HOUR)), expires)
+    _, deadline, expires = _dates(task)
     return {
         "taskId": task.id,
         "provisionerId": provisioner,
@@ -360,8 +372,8 @@ def status_of(task: ScriptedTask, view: StepView, now: float) -> dict[str, Any]:
         "projectId": extra.get("projectId", "none"),
         "taskGroupId": extra.get("taskGroupId", task.id),
         "priority": extra.get("priority", "lowest"),
-        "deadline": iso(deadline),
-        "expires": iso(expires),
+        "deadline": deadline,
+        "expires": expires,
         "retriesLeft": left,
         "state": runs[-1]["state"] if runs else "unscheduled",
         "runs": runs,
@@ -383,7 +395,7 @@ def task_definition(task: ScriptedTask, status: Mapping[str, Any]) -> dict[str, 
         "routes": list(extra.get("routes", [])),
         "priority": status["priority"],
         "retries": int(extra.get("retries", 5)),
-        "created": iso(task.created),
+        "created": _dates(task)[0],
         "deadline": status["deadline"],
         "expires": status["expires"],
         "scopes": [],
@@ -412,7 +424,7 @@ def artifact_entry(task: ScriptedTask, artifact: Mapping[str, Any]) -> dict[str,
     return {
         "storageType": artifact.get("storageType", "s3"),
         "name": artifact["name"],
-        "expires": iso(task.created + float(task.extra.get("expiresIn", _YEAR))),
+        "expires": _dates(task)[2],
         "contentType": artifact.get("contentType", "text/plain"),
     }
 
@@ -575,7 +587,10 @@ def routes(ctx: ApiContext) -> Sequence[BaseRoute]:
             )
         window = found[offset : offset + limit]
         answer: dict[str, Any] = {
-            "statuses": [{"taskId": t.id, "status": task_status(t)} for t in window]
+            # one instant for the whole answer, as one database read would give
+            "statuses": [
+                {"taskId": t.id, "status": status_of(t, t.read(True), now)} for t in window
+            ]
         }
         if offset + limit < len(found):
             answer["continuationToken"] = _token(offset + limit)
