@@ -32,7 +32,7 @@ from reactivex.abc import DisposableBase
 from ._compact import compact
 from ._errors import BackendError, ObservationTimeout, TransientFault
 from ._feeds import FeedLink
-from ._models import TaskEvent
+from ._models import TaskEvent, TaskState, checked_event
 from ._pace import SLICE_SECONDS, Pace
 from ._policy import PollPolicy
 from ._retry import call_with_retries, is_timeout, protocol_error, retry_delay, verdict
@@ -59,20 +59,26 @@ def _make_event(
     source: Source, ref: TaskRef, snapshot: Any, reading: Reading, sequence: int,
     via: Via = "poll",
 ) -> TaskEvent[Any]:
-    event = _Event(
-        backend=source.name,
-        task_id=ref.task_id,
-        kind=reading.state.event_kind,
-        state=reading.state,
-        native_status=reading.native_status,
-        progress=reading.progress,
-        message=reading.message,
-        observed_at=datetime.now(UTC),
-        sequence=sequence,
-        snapshot=snapshot,
-        via=via,
-    )
-    compact(event)  # a watch keeps its latest event, and its snapshot, as long as it lives
+    state, native, progress, message = reading
+    name = source.name
+    if (
+        type(state) is TaskState and type(native) is str and type(name) is str
+        and (progress is None or (type(progress) is float and 0.0 <= progress <= 100.0))
+        and (message is None or type(message) is str)
+    ):  # what the model would accept unchanged: built without validating it again
+        event = checked_event(_Event, {
+            "backend": name, "task_id": ref.task_id, "kind": state.event_kind, "state": state,
+            "native_status": native, "progress": progress, "message": message,
+            "observed_at": datetime.now(UTC), "sequence": sequence, "snapshot": snapshot,
+            "via": via,
+        })
+    else:  # validated: coerced (an int progress) or refused (out of range, wrong type)
+        event = _Event(
+            backend=name, task_id=ref.task_id, kind=state.event_kind, state=state,
+            native_status=native, progress=progress, message=message,
+            observed_at=datetime.now(UTC), sequence=sequence, snapshot=snapshot, via=via,
+        )
+        compact(event)  # a watch keeps its latest event, and its snapshot, as long as it lives
     compact(snapshot)
     return event
 

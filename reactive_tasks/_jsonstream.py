@@ -19,7 +19,7 @@ from json.decoder import JSONDecodeError
 from json.scanner import make_scanner
 from typing import Any, NamedTuple
 
-__all__ = ["Known", "ObjectStream", "TextMemo"]
+__all__ = ["Built", "Known", "ObjectStream", "TextMemo"]
 
 # The C scanner behind ``json.loads`` (typeshed types neither of these as they are).
 _scan: Callable[[str, int], tuple[Any, int]] = make_scanner(json.JSONDecoder())  # type: ignore[arg-type]
@@ -43,6 +43,16 @@ class Known(NamedTuple):
     key: Any
     text: str
     reading: Any
+
+
+class Built(NamedTuple):
+    """An entry built straight from its text, not decoded first: its key, its text, its
+    reading and what it was built into (see ``StreamedPage``)."""
+
+    key: Any
+    text: str
+    reading: Any
+    built: Any
 
 
 class TextMemo:
@@ -107,6 +117,11 @@ class TextMemo:
         ):
             texts[key] = text[start:end]
 
+    def moved(self, key: Any) -> bool:
+        """After ``match`` found no match for ``key``: whether it held a text, that is whether
+        the entry differs from one that held still (most often, the task changed)."""
+        return key in self._latest[0]
+
     def holds_texts(self) -> bool:
         """Whether any text is kept (no key can match otherwise)."""
         return bool(self._latest[0] or self._older[0])
@@ -158,11 +173,15 @@ class ObjectStream:
     __slots__ = ("end", "field", "known", "rest", "start", "streamed", "text")
 
     def __init__(
-        self, text: str, field: str, known: Callable[[str, int], Known | None] | None = None
+        self,
+        text: str,
+        field: str,
+        known: Callable[[str, int], Known | Built | None] | None = None,
     ) -> None:
         self.text = text
         self.field = field
-        #: Asked at each entry first: a ``Known`` is yielded as it is, the entry not decoded.
+        #: Asked at each entry first: a ``Known`` or ``Built`` is yielded as it is, the entry
+        #: not decoded (its ``text`` is the entry's).
         self.known = known
         self.rest: dict[str, Any] = {}
         self.streamed = False  # True once ``field`` was found to be a list

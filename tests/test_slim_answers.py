@@ -240,6 +240,58 @@ async def test_the_entry_memo_answers_only_entries_whose_text_is_the_kept_one(
         assert not watcher.done[task_id].is_set()
 
 
+async def test_a_changed_entry_is_built_straight_from_its_text(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An entry whose kept text stopped matching is validated straight from its text, taken to
+    end where the next entry starts: a changed task gets the event it gets when decoded. A
+    guessed end that is wrong (the queue's entry separator inside a moved field), an entry
+    about another task, and a malformed one are decoded and read as always."""
+    ids = TC_IDS[:6]
+    changed, nested, other, broken, calm, last = ids
+    queue = CompactQueue(ids)
+    with HostileServer(queue) as server:
+        backend = TaskclusterBackend(server.url, policy=POLICY)
+        watcher = Watcher(backend, ids)
+        try:
+            await until(lambda: all(watcher.events.values()), "every first event")
+            rounds = queue.rounds
+            await until(lambda: queue.rounds >= rounds + 3, "three more rounds")
+            direct = counting(monkeypatch, tc_source.TaskclusterSource, "_read_entry_text")
+            validated = counting(monkeypatch, tc_source._BatchEntry, "model_validate")
+
+            queue.statuses[changed] = tc_status(changed, "completed")
+            queue.statuses[nested] = tc_status(
+                nested, "failed", note=[1, {"taskId": nested, "status": "a decoy"}]
+            )
+            queue.statuses[other] = tc_status(TC_IDS[9], "completed")
+            queue.statuses[broken] = tc_status(broken, "completed", retriesLeft="many")
+            await until(lambda: watcher.done[changed].is_set() and len(watcher.errors) == 2,
+                        "the changed task's end and two errors")
+            rounds = queue.rounds
+            await until(lambda: queue.rounds >= rounds + 2, "two more rounds")
+        finally:
+            watcher.dispose()
+            await backend.aclose()
+    assert direct[0] == 4, "the four moved entries before the last were read from their text"
+    # built from text: the changed one; decoded and validated: the other three (once a round
+    # while they stay, for the two whose task ends with an error only once)
+    assert validated[0] >= 3
+    assert set(watcher.errors) == {other, broken}
+    assert "'status.retriesLeft'" in str(watcher.errors[broken])
+    assert TC_IDS[9] in str(watcher.errors[other])
+    final = watcher.events[changed][-1]
+    assert final.state is TaskState.COMPLETED
+    expected = tc_source.TaskclusterStatus.model_validate(queue.statuses[changed])
+    assert final.snapshot == expected
+    assert [e.state for e in watcher.events[nested]] == [TaskState.RUNNING, TaskState.FAILED]
+    assert watcher.events[nested][-1].snapshot.model_extra == {
+        "note": [1, {"taskId": nested, "status": "a decoy"}]
+    }
+    for task_id in (calm, last):
+        assert [e.state for e in watcher.events[task_id]] == [TaskState.RUNNING], task_id
+
+
 async def test_a_large_batch_gives_the_loop_turns_while_it_settles() -> None:
     """A 1,000-entry answer is settled in slices: a ticker on the loop runs between the first
     and the last event of the round (on main the whole batch ran in one loop step)."""

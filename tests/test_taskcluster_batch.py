@@ -148,17 +148,27 @@ async def test_an_entry_that_reads_the_same_again_is_not_decoded_again(
 ) -> None:
     """Entries the same, character for character, as the task's last one are answered from the
     session's memo of their text; one whose text moved (``takenUntil`` at each reclaim) is
-    read again. Either way the events are the same: one for running, one for completed."""
+    read again. Either way the events are the same: one for running, one for completed.
+
+    An entry read again is decoded and slim-read, or, when its task's kept text stopped
+    matching (a change, or a reclaim), built straight from its text; each is counted."""
     from reactive_tasks.backends.taskcluster import _source
 
     slim_reads = [0]
+    built = [0]
     real = _source._slim_entry
+    real_direct = _source.TaskclusterSource._read_entry_text
 
     def counted(raw: Any) -> Any:
         slim_reads[0] += 1
         return real(raw)
 
+    def counted_direct(self: Any, text: str) -> Any:
+        built[0] += 1
+        return real_direct(self, text)
+
     monkeypatch.setattr(_source, "_slim_entry", counted)
+    monkeypatch.setattr(_source.TaskclusterSource, "_read_entry_text", counted_direct)
     polls = 4
     ids = emulator.create_tasks("taskcluster", 3, [reclaimed(every, polls), step("completed")])
     policy = PollPolicy(interval=0.05, max_interval=1.0, jitter=0.0)
@@ -175,4 +185,6 @@ async def test_an_entry_that_reads_the_same_again_is_not_decoded_again(
     # when the text stays (a text is kept once the reading repeats), every one when takenUntil
     # moves at every read
     expected = 3 + (3 * 2 if every is not None else running_reads)
-    assert slim_reads[0] == expected
+    assert slim_reads[0] + built[0] == expected
+    if every is not None:  # completed: the kept running texts stopped matching
+        assert built[0] == 2  # the page's last entry (no entry after it to end it) is decoded

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from pydantic import BaseModel, ValidationError
 
-from .._errors import ProtocolError
-from .._jsonstream import Known, ObjectStream, TextMemo
+from .._errors import BackendError, ProtocolError
+from .._jsonstream import Built, Known, ObjectStream, TextMemo
 from .._pace import SLICE_SECONDS
 from .._redact import shorten
 from .._types import Answer, lazy_answers
@@ -76,7 +76,7 @@ class StreamedPage(Generic[M]):
     before that point were whole JSON values and stand.
     """
 
-    __slots__ = ("_backend", "_memo", "_model", "_peek", "_stream")
+    __slots__ = ("_backend", "_between", "_direct", "_memo", "_model", "_peek", "_stream")
 
     def __init__(
         self,
@@ -87,14 +87,28 @@ class StreamedPage(Generic[M]):
         *,
         memo: TextMemo | None = None,
         peek: Callable[[str, int], Hashable | None] | None = None,
+        direct: Callable[[str], tuple[Hashable, Any]] | None = None,
+        between: str = "",
     ) -> None:
         """With ``memo`` and ``peek`` (which reads an entry's key from its text at a position,
         None if it cannot), an entry whose text is the one ``memo`` holds for its key comes
-        out as that ``Known`` entry, not decoded (``each_entry`` answers it from its text)."""
+        out as that ``Known`` entry, not decoded (``each_entry`` answers it from its text).
+
+        With ``direct`` too, an entry whose key held a text that no longer matches (most
+        often: its task changed) is built straight from its text, not decoded first, and comes
+        out ``Built``: ``direct(text)`` returns its reading and what it built, and raises
+        ``ValueError`` (or a ``BackendError``) when it cannot; the entry is then decoded as
+        any other. Its text is taken to end where ``between`` (what the server writes between
+        two entries, such as ``,{"taskId":"``) is found next. That guess proves itself: a text
+        ``direct`` accepts is a whole JSON value, and the text of an object is never a proper
+        prefix of another value's, so it is the entry's whole text.
+        """
         self._backend = backend
         self._model = model
         self._memo = memo
         self._peek = peek
+        self._direct = direct if between else None
+        self._between = between
         try:
             text = content.decode(json.detect_encoding(content), "surrogatepass")
         except UnicodeDecodeError:
@@ -109,9 +123,23 @@ class StreamedPage(Generic[M]):
                 known = self._known
         self._stream = ObjectStream(text, field, known)
 
-    def _known(self, text: str, pos: int) -> Known | None:
+    def _known(self, text: str, pos: int) -> Known | Built | None:
         key = self._peek(text, pos)  # type: ignore[misc]
-        return None if key is None else self._memo.match(key, text, pos)  # type: ignore[union-attr]
+        if key is None:
+            return None
+        memo = cast(TextMemo, self._memo)
+        hit = memo.match(key, text, pos)
+        if hit is not None or self._direct is None or not memo.moved(key):
+            return hit
+        end = text.find(self._between, pos)
+        if end < 0:
+            return None  # the last entry: decoded
+        entry = text[pos:end]
+        try:
+            reading, built = self._direct(entry)
+        except (ValueError, BackendError):
+            return None  # not a whole entry, or not one ``direct`` reads: decoded as any other
+        return Built(key, entry, reading, built)
 
     def remember(self, key: Hashable, reading: Hashable) -> None:
         """Note ``reading`` as ``key``'s, with the text of the entry yielded last (see
@@ -213,7 +241,8 @@ def each_entry(
     build = _Validator(backend, model, what, key, wanted, then)
     from_text: _FromText | None = None
     for index, item in enumerate(items):
-        if type(item) is Known:  # the same text as this key's entry last time: its slim key
+        kind = type(item)
+        if kind is Known:  # the same text as this key's entry last time: its slim key
             k = item.key
             if k in seen or k not in wanted:
                 continue
@@ -221,6 +250,15 @@ def each_entry(
             if from_text is None:
                 from_text = _FromText(build)
             yield k, Answer(item.reading, item.text, from_text)
+            continue
+        if kind is Built:  # built straight from its text (see ``StreamedPage``)
+            k = item.key
+            if k in seen or k not in wanted:
+                continue
+            seen.add(k)
+            if remember is not None:
+                remember(k, item.reading)
+            yield k, Answer.built(item.reading, item.built)
             continue
         try:
             k = key(item)

@@ -149,6 +149,7 @@ def _task_id_of(raw: Any) -> Any:
 
 
 _ENTRY_HEAD = re.compile(r'\{"taskId":"([A-Za-z0-9_-]{22})"')
+_BETWEEN_ENTRIES = ',{"taskId":"'  # what the queue writes between two entries of a batch
 
 
 def _peek_task_id(text: str, pos: int) -> str | None:
@@ -283,6 +284,7 @@ class TaskclusterSource(Backend[TaskclusterStatus]):
             page = StreamedPage(
                 self, _BatchAnswer, response.content, "statuses",
                 memo=session.entries if slim else None, peek=_peek_task_id,
+                direct=self._read_entry_text, between=_BETWEEN_ENTRIES,
             )
             entries = each_entry(
                 self, page.entries(), _BatchEntry, key=_task_id_of,
@@ -305,6 +307,15 @@ class TaskclusterSource(Backend[TaskclusterStatus]):
         if pending:  # left out: unknown (a 404 tells), or the batch could not be used
             async for item in session.each(list(pending.values()), self.fetch):
                 yield item
+
+    def _read_entry_text(self, text: str) -> tuple[Hashable, TaskclusterStatus]:
+        """A batch entry's slim key and status, validated from its text (``ValueError``, or
+        the ``ProtocolError`` of an entry about another task, when it does not read)."""
+        status = self._status_of(_BatchEntry.model_validate_json(text))
+        key: list[str | int | None] = [status.state]
+        for r in status.runs:  # as ``_slim_entry`` reads it from the decoded entry
+            key += (r.runId, r.state, r.reasonCreated, r.reasonResolved, r.workerGroup, r.workerId)
+        return tuple(key), status
 
     def _status_of(self, entry: _BatchEntry) -> TaskclusterStatus:
         """The status of a validated batch entry (a ``ProtocolError`` if about another task)."""
@@ -344,11 +355,10 @@ class TaskclusterSource(Backend[TaskclusterStatus]):
 
     def change_key(self, snapshot: TaskclusterStatus, reading: Reading) -> Hashable:
         """The reading plus every run's identity and outcome: a new run is a change."""
-        runs = tuple(
-            (r.runId, r.state, r.reasonCreated, r.reasonResolved, r.workerGroup, r.workerId)
-            for r in snapshot.runs
-        )
-        return reading.plain(), runs
+        key: list[Any] = [reading.plain()]
+        for r in snapshot.runs:  # flat, as ``_slim_entry`` keeps them: one tuple, not one a run
+            key += (r.runId, r.state, r.reasonCreated, r.reasonResolved, r.workerGroup, r.workerId)
+        return tuple(key)
 
     def order_key(self, snapshot: TaskclusterStatus, reading: Reading) -> tuple[int, ...]:
         """(number of runs, the latest run's rank): a retry run reading ``pending`` is newer
