@@ -127,7 +127,7 @@ class StreamedPage(Generic[M]):
         key = self._peek(text, pos)  # type: ignore[misc]
         if key is None:
             return None
-        memo = cast(TextMemo, self._memo)
+        memo: TextMemo = self._memo  # type: ignore[assignment]  # set when this is called
         hit = memo.match(key, text, pos)
         if hit is not None or self._direct is None or not memo.moved(key):
             return hit

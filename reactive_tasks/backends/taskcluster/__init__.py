@@ -91,7 +91,8 @@ class TaskclusterBackend(TaskclusterSource):
 
     def fetch_many(self, refs: Sequence[TaskRef]) -> AsyncIterator[tuple[TaskRef, Any]]:
         """Tasks as ``TaskclusterSource`` reads them; a group's ref by listing the group."""
-        if not any(_groups.is_group(ref) for ref in refs):
+        group = _groups.GROUP_IDENTITY
+        if not any(ref.identity == group for ref in refs):
             return super().fetch_many(refs)
         return self._fetch_with_groups(refs)
 
@@ -112,17 +113,17 @@ class TaskclusterBackend(TaskclusterSource):
     def interpret(self, snapshot: Any, ref: TaskRef) -> Reading:
         if isinstance(snapshot, TaskclusterGroupMembers):
             return Reading(TaskState.RUNNING, "group", None, f"{len(snapshot.taskIds)} tasks")
-        return super().interpret(snapshot, ref)
+        return TaskclusterSource.interpret(self, snapshot, ref)
 
     def change_key(self, snapshot: Any, reading: Reading) -> Hashable:
         if isinstance(snapshot, TaskclusterGroupMembers):
             return snapshot.taskIds
-        return super().change_key(snapshot, reading)
+        return TaskclusterSource.change_key(self, snapshot, reading)
 
     def order_key(self, snapshot: Any, reading: Reading) -> tuple[int, ...]:
         if isinstance(snapshot, TaskclusterGroupMembers):
             return ()  # all equal: a pushed member and a listing never outrank each other
-        return super().order_key(snapshot, reading)
+        return TaskclusterSource.order_key(self, snapshot, reading)
 
     def open_feed(self) -> Feed | None:
         """The Pulse feed of one hub (this backend on one loop), when ``pulse_url`` is set."""
