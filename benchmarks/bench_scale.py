@@ -54,7 +54,7 @@ Taskcluster runs are reclaimed every ``RECLAIM_EVERY`` seconds (900, as docker-w
 ``BENCH_RECLAIM_EVERY=0`` for a reclaim at every read, which changes every status's text at every
 poll and so defeats the session's memo of unchanged entries).
 
-Run: ``python benchmarks/bench_scale.py [--n 1000,10000,30000] [--runs 3]
+Run: ``python benchmarks/bench_scale.py [--n 1000,5000,10000,30000] [--runs 3]
 [--api cloudcoin,taskcluster]``
 """
 
@@ -361,7 +361,7 @@ def table(results: dict[tuple[str, int], list[dict[str, float]]], runs: int) -> 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", default="1000,10000,30000", help="task counts, comma-separated")
+    parser.add_argument("--n", default="1000,5000,10000,30000", help="task counts, comma-separated")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--api", default="cloudcoin,taskcluster")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
