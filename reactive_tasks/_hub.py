@@ -620,8 +620,12 @@ class PollHub(Generic[S]):
             watch.sequence += 1
             watch.last_key = key
             watch.last_event = event
-            for sub in list(watch.subs):
-                self._deliver(sub, event)
+            subs = watch.subs
+            if len(subs) == 1:  # the common case: no copy of the list
+                self._deliver(subs[0], event)
+            else:
+                for sub in list(subs):  # a callback may dispose its own or another's
+                    self._deliver(sub, event)
             if watch.closed:  # its last subscriber's callback broke
                 return False
         if reading.state.terminal:

@@ -150,6 +150,11 @@ def _task_id_of(raw: Any) -> Any:
 
 _ENTRY_HEAD = re.compile(r'\{"taskId":"([A-Za-z0-9_-]{22})"')
 _BETWEEN_ENTRIES = ',{"taskId":"'  # what the queue writes between two entries of a batch
+# where a batch entry's task id and status are in its text, as the queue writes it
+_ID_START = len('{"taskId":"')
+_ID_END = _ID_START + 22
+_STATUS_MEMBER = '","status":'
+_STATUS_AT = _ID_END + len(_STATUS_MEMBER)
 
 
 def _peek_task_id(text: str, pos: int) -> str | None:
@@ -310,9 +315,16 @@ class TaskclusterSource(Backend[TaskclusterStatus]):
                 yield item
 
     def _read_entry_text(self, text: str) -> tuple[Hashable, TaskclusterStatus]:
-        """A batch entry's slim key and status, validated from its text (``ValueError``, or
-        the ``ProtocolError`` of an entry about another task, when it does not read)."""
-        status = self._status_of(_BatchEntry.model_validate_json(text))
+        """A batch entry's slim key and status, validated from its text (``ValueError`` when
+        it does not read so: the entry is then decoded and read as any other).
+
+        Only the status is validated, when the entry is ``{"taskId":"<id>","status":<S>}`` as
+        the queue writes it: ``<S>`` a whole JSON object makes the entry one too."""
+        if not (text.startswith(_STATUS_MEMBER, _ID_END) and text.endswith("}")):
+            raise ValueError("not an entry as the queue writes it")
+        status = TaskclusterStatus.model_validate_json(text[_STATUS_AT:-1])
+        if status.taskId != text[_ID_START:_ID_END]:
+            raise ValueError("the status of another task")  # its ProtocolError comes decoded
         key: list[str | int | None] = [status.state]
         for r in status.runs:  # as ``_slim_entry`` reads it from the decoded entry
             key += (r.runId, r.state, r.reasonCreated, r.reasonResolved, r.workerGroup, r.workerId)
