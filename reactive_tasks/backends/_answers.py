@@ -99,9 +99,10 @@ class StreamedPage(Generic[M]):
         out ``Built``: ``direct(text)`` returns its reading and what it built, and raises
         ``ValueError`` (or a ``BackendError``) when it cannot; the entry is then decoded as
         any other. Its text is taken to end where ``between`` (what the server writes between
-        two entries, such as ``,{"taskId":"``) is found next. That guess proves itself: a text
-        ``direct`` accepts is a whole JSON value, and the text of an object is never a proper
-        prefix of another value's, so it is the entry's whole text.
+        two entries, such as ``,{"taskId":"``) is found next. That guess proves itself, as
+        long as ``direct`` accepts only a whole JSON object: the text of an object is never a
+        proper prefix of another value's, so a whole object starting where the entry starts
+        is the entry's whole text, and a wrong guess (``between`` inside the entry) is refused.
         """
         self._backend = backend
         self._model = model
