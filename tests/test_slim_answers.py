@@ -9,8 +9,9 @@ answers the test changes between rounds, and counts the full validations the bac
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -112,28 +113,40 @@ async def until(condition: Callable[[], bool], what: str, timeout: float = 60.0)
     assert condition(), what
 
 
+@contextlib.asynccontextmanager
+async def watching(queue: Queue, ids: list[str]) -> AsyncIterator[Watcher]:
+    """``ids`` watched through a Taskcluster backend on ``queue``, every first event in; the
+    watches are disposed and the backend closed on the way out."""
+    with HostileServer(queue) as server:
+        backend = TaskclusterBackend(server.url, policy=POLICY)
+        watcher = Watcher(backend, ids)
+        try:
+            await until(lambda: all(watcher.events.values()), "every first event")
+            yield watcher
+        finally:
+            watcher.dispose()
+            await backend.aclose()
+
+
+async def more_rounds(queue: Queue, count: int) -> None:
+    """Wait until ``queue`` has answered ``count`` more batch rounds."""
+    rounds = queue.rounds
+    await until(lambda: queue.rounds >= rounds + count, f"{count} more rounds")
+
+
 async def test_taskcluster_validates_only_entries_whose_key_moved(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     queue = Queue(TC_IDS)
     validated = counting(monkeypatch, tc_source._BatchEntry, "model_validate")
-    with HostileServer(queue) as server:
-        backend = TaskclusterBackend(server.url, policy=POLICY)
-        watcher = Watcher(backend, TC_IDS)
-        try:
-            await until(lambda: all(watcher.events.values()), "every first event")
-            assert validated[0] == N  # the first round builds every snapshot
-            rounds = queue.rounds
-            await until(lambda: queue.rounds >= rounds + 3, "three more rounds")
-            assert validated[0] == N, "nothing moved: no entry validated again"
-            queue.statuses[TC_IDS[7]] = tc_status(TC_IDS[7], "completed")
-            await watcher.done[TC_IDS[7]].wait()
-            rounds = queue.rounds
-            await until(lambda: queue.rounds >= rounds + 2, "two more rounds")
-            assert validated[0] == N + 1, "one of 1,000 moved: one validation"
-        finally:
-            watcher.dispose()
-            await backend.aclose()
+    async with watching(queue, TC_IDS) as watcher:
+        assert validated[0] == N  # the first round builds every snapshot
+        await more_rounds(queue, 3)
+        assert validated[0] == N, "nothing moved: no entry validated again"
+        queue.statuses[TC_IDS[7]] = tc_status(TC_IDS[7], "completed")
+        await watcher.done[TC_IDS[7]].wait()
+        await more_rounds(queue, 2)
+        assert validated[0] == N + 1, "one of 1,000 moved: one validation"
     events = watcher.events[TC_IDS[7]]
     assert [e.state for e in events] == [TaskState.RUNNING, TaskState.COMPLETED]
     assert isinstance(events[-1].snapshot, tc_source.TaskclusterStatus)
@@ -148,24 +161,16 @@ async def test_taskcluster_malformed_key_fails_at_once_other_fields_when_the_key
     ids = TC_IDS[:4]  # one more, so that rounds stay batched when one task has ended
     key_bad, other_bad, fine = ids[:3]
     queue = Queue(ids)
-    with HostileServer(queue) as server:
-        backend = TaskclusterBackend(server.url, policy=POLICY)
-        watcher = Watcher(backend, ids)
-        try:
-            await until(lambda: all(watcher.events.values()), "every first event")
-            queue.statuses[key_bad]["runs"][0]["state"] = 7
-            queue.statuses[other_bad]["deadline"] = "not a date"
-            rounds = queue.rounds
-            await until(lambda: queue.rounds >= rounds + 3, "three more rounds")
-            assert set(watcher.errors) == {key_bad}
-            assert "'status.runs.0.state'" in str(watcher.errors[key_bad])
-            queue.statuses[other_bad] = tc_status(other_bad, "completed", deadline="not a date")
-            queue.statuses[fine] = tc_status(fine, "completed")
-            await until(lambda: len(watcher.errors) == 2, "the moved key's error")
-            await watcher.done[fine].wait()
-        finally:
-            watcher.dispose()
-            await backend.aclose()
+    async with watching(queue, ids) as watcher:
+        queue.statuses[key_bad]["runs"][0]["state"] = 7
+        queue.statuses[other_bad]["deadline"] = "not a date"
+        await more_rounds(queue, 3)
+        assert set(watcher.errors) == {key_bad}
+        assert "'status.runs.0.state'" in str(watcher.errors[key_bad])
+        queue.statuses[other_bad] = tc_status(other_bad, "completed", deadline="not a date")
+        queue.statuses[fine] = tc_status(fine, "completed")
+        await until(lambda: len(watcher.errors) == 2, "the moved key's error")
+        await watcher.done[fine].wait()
     error = watcher.errors[other_bad]
     assert isinstance(error, ProtocolError) and "'status.deadline'" in error.message
     assert isinstance(watcher.errors[key_bad], ProtocolError)
@@ -205,33 +210,23 @@ async def test_the_entry_memo_answers_only_entries_whose_text_is_the_kept_one(
     ids = TC_IDS[:6]
     moved, broken, done, spaced, repeated, calm = ids
     queue = CompactQueue(ids)
-    with HostileServer(queue) as server:
-        backend = TaskclusterBackend(server.url, policy=POLICY)
-        watcher = Watcher(backend, ids)
-        try:
-            await until(lambda: all(watcher.events.values()), "every first event")
-            rounds = queue.rounds
-            await until(lambda: queue.rounds >= rounds + 3, "three more rounds")
-            slim_reads = counting(monkeypatch, tc_source, "_slim_entry")
-            rounds = queue.rounds
-            await until(lambda: queue.rounds >= rounds + 3, "three more rounds")
-            assert slim_reads[0] == 0, "unchanged entries are not decoded"
+    async with watching(queue, ids) as watcher:
+        await more_rounds(queue, 3)
+        slim_reads = counting(monkeypatch, tc_source, "_slim_entry")
+        await more_rounds(queue, 3)
+        assert slim_reads[0] == 0, "unchanged entries are not decoded"
 
-            queue.statuses[moved]["runs"][0]["started"] = "2026-01-01T00:00:02.000Z"
-            queue.statuses[broken]["state"] = "bogus"
-            queue.statuses[done] = tc_status(done, "completed")
-            whole = {"taskId": spaced, "status": queue.statuses[spaced]}
-            queue.texts[spaced] = json.dumps(whole, indent=1)
-            first = json.dumps({"taskId": repeated, "status": queue.statuses[repeated]})
-            second = json.dumps({"taskId": repeated, "status": tc_status(repeated, "failed")})
-            queue.texts[repeated] = first + "," + second
-            await watcher.done[done].wait()
-            await until(lambda: broken in watcher.errors, "the malformed key's error")
-            rounds = queue.rounds
-            await until(lambda: queue.rounds >= rounds + 3, "three more rounds")
-        finally:
-            watcher.dispose()
-            await backend.aclose()
+        queue.statuses[moved]["runs"][0]["started"] = "2026-01-01T00:00:02.000Z"
+        queue.statuses[broken]["state"] = "bogus"
+        queue.statuses[done] = tc_status(done, "completed")
+        whole = {"taskId": spaced, "status": queue.statuses[spaced]}
+        queue.texts[spaced] = json.dumps(whole, indent=1)
+        first = json.dumps({"taskId": repeated, "status": queue.statuses[repeated]})
+        second = json.dumps({"taskId": repeated, "status": tc_status(repeated, "failed")})
+        queue.texts[repeated] = first + "," + second
+        await watcher.done[done].wait()
+        await until(lambda: broken in watcher.errors, "the malformed key's error")
+        await more_rounds(queue, 3)
     assert set(watcher.errors) == {broken}
     assert isinstance(watcher.errors[broken], ProtocolError)
     assert [e.state for e in watcher.events[done]] == [TaskState.RUNNING, TaskState.COMPLETED]
@@ -250,29 +245,20 @@ async def test_a_changed_entry_is_built_straight_from_its_text(
     ids = TC_IDS[:6]
     changed, nested, other, broken, calm, last = ids
     queue = CompactQueue(ids)
-    with HostileServer(queue) as server:
-        backend = TaskclusterBackend(server.url, policy=POLICY)
-        watcher = Watcher(backend, ids)
-        try:
-            await until(lambda: all(watcher.events.values()), "every first event")
-            rounds = queue.rounds
-            await until(lambda: queue.rounds >= rounds + 3, "three more rounds")
-            direct = counting(monkeypatch, tc_source.TaskclusterSource, "_read_entry_text")
-            validated = counting(monkeypatch, tc_source._BatchEntry, "model_validate")
+    async with watching(queue, ids) as watcher:
+        await more_rounds(queue, 3)
+        direct = counting(monkeypatch, tc_source.TaskclusterSource, "_read_entry_text")
+        validated = counting(monkeypatch, tc_source._BatchEntry, "model_validate")
 
-            queue.statuses[changed] = tc_status(changed, "completed")
-            queue.statuses[nested] = tc_status(
-                nested, "failed", note=[1, {"taskId": nested, "status": "a decoy"}]
-            )
-            queue.statuses[other] = tc_status(TC_IDS[9], "completed")
-            queue.statuses[broken] = tc_status(broken, "completed", retriesLeft="many")
-            await until(lambda: watcher.done[changed].is_set() and len(watcher.errors) == 2,
-                        "the changed task's end and two errors")
-            rounds = queue.rounds
-            await until(lambda: queue.rounds >= rounds + 2, "two more rounds")
-        finally:
-            watcher.dispose()
-            await backend.aclose()
+        queue.statuses[changed] = tc_status(changed, "completed")
+        queue.statuses[nested] = tc_status(
+            nested, "failed", note=[1, {"taskId": nested, "status": "a decoy"}]
+        )
+        queue.statuses[other] = tc_status(TC_IDS[9], "completed")
+        queue.statuses[broken] = tc_status(broken, "completed", retriesLeft="many")
+        await until(lambda: watcher.done[changed].is_set() and len(watcher.errors) == 2,
+                    "the changed task's end and two errors")
+        await more_rounds(queue, 2)
     assert direct[0] == 4, "the four moved entries before the last were read from their text"
     # built from text: the changed one; decoded and validated: the other three (once a round
     # while they stay, for the two whose task ends with an error only once)
