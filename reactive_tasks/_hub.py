@@ -61,23 +61,19 @@ def _make_event(
 ) -> TaskEvent[Any]:
     state, native, progress, message = reading
     name = source.name
+    fields = {
+        "backend": name, "task_id": ref.task_id, "kind": state.event_kind, "state": state,
+        "native_status": native, "progress": progress, "message": message,
+        "observed_at": datetime.now(UTC), "sequence": sequence, "snapshot": snapshot, "via": via,
+    }
     if (
         type(state) is TaskState and type(native) is str and type(name) is str
         and (progress is None or (type(progress) is float and 0.0 <= progress <= 100.0))
         and (message is None or type(message) is str)
     ):  # what the model would accept unchanged: built without validating it again
-        event = checked_event(_Event, {
-            "backend": name, "task_id": ref.task_id, "kind": state.event_kind, "state": state,
-            "native_status": native, "progress": progress, "message": message,
-            "observed_at": datetime.now(UTC), "sequence": sequence, "snapshot": snapshot,
-            "via": via,
-        })
+        event = checked_event(_Event, fields)
     else:  # validated: coerced (an int progress) or refused (out of range, wrong type)
-        event = _Event(
-            backend=name, task_id=ref.task_id, kind=state.event_kind, state=state,
-            native_status=native, progress=progress, message=message,
-            observed_at=datetime.now(UTC), sequence=sequence, snapshot=snapshot, via=via,
-        )
+        event = _Event(**fields)
         compact(event)  # a watch keeps its latest event, and its snapshot, as long as it lives
     compact(snapshot)
     return event

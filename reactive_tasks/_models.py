@@ -80,7 +80,7 @@ class TaskEvent(BaseModel, Generic[SnapshotT]):
         return self.state.terminal
 
 
-_EVENT_FIELDS = tuple(TaskEvent.model_fields)
+_ALL_SET = set(TaskEvent.model_fields)
 
 
 def checked_event(event_type: type[TaskEvent[Any]], fields: dict[str, Any]) -> TaskEvent[Any]:
@@ -98,6 +98,3 @@ def checked_event(event_type: type[TaskEvent[Any]], fields: dict[str, Any]) -> T
     object.__setattr__(event, "__pydantic_extra__", None)
     object.__setattr__(event, "__pydantic_private__", None)
     return event
-
-
-_ALL_SET = set(_EVENT_FIELDS)

@@ -115,7 +115,7 @@ def normalize_id(raw: str) -> str | None:
 @functools.lru_cache(maxsize=1 << 16)
 def iso(unix: float) -> str:
     """A unix time as Taskcluster writes date-times: UTC with milliseconds and a Z (cached:
-    a task's dates are formatted again at every read, and strftime was most of a batch read)."""
+    the stamps of one batch answer share its instant; a task's fixed dates are ``_dates``)."""
     # isoformat is C code, several times faster than strftime; its "+00:00" becomes the Z
     return datetime.fromtimestamp(unix, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 

@@ -91,8 +91,7 @@ class TaskclusterBackend(TaskclusterSource):
 
     def fetch_many(self, refs: Sequence[TaskRef]) -> AsyncIterator[tuple[TaskRef, Any]]:
         """Tasks as ``TaskclusterSource`` reads them; a group's ref by listing the group."""
-        group = _groups.GROUP_IDENTITY
-        if not any(ref.identity == group for ref in refs):
+        if not any(map(_groups.is_group, refs)):
             return super().fetch_many(refs)
         return self._fetch_with_groups(refs)
 

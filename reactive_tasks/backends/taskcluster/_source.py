@@ -141,6 +141,15 @@ def _slim_entry(raw: Any) -> Hashable:
     return tuple(key)
 
 
+def _flat_key(head: Any, runs: Sequence[TaskclusterRun]) -> tuple[Any, ...]:
+    """``head`` and every run's identity and outcome in one flat tuple, as ``_slim_entry``
+    keeps them (not a tuple per run: one object fewer for the collector to track)."""
+    key: list[Any] = [head]
+    for r in runs:
+        key += (r.runId, r.state, r.reasonCreated, r.reasonResolved, r.workerGroup, r.workerId)
+    return tuple(key)
+
+
 _Outcome = TaskclusterStatus | Answer[TaskclusterStatus] | BaseException
 
 
@@ -325,10 +334,7 @@ class TaskclusterSource(Backend[TaskclusterStatus]):
         status = TaskclusterStatus.model_validate_json(text[_STATUS_AT:-1])
         if status.taskId != text[_ID_START:_ID_END]:
             raise ValueError("the status of another task")  # its ProtocolError comes decoded
-        key: list[str | int | None] = [status.state]
-        for r in status.runs:  # as ``_slim_entry`` reads it from the decoded entry
-            key += (r.runId, r.state, r.reasonCreated, r.reasonResolved, r.workerGroup, r.workerId)
-        return tuple(key), status
+        return _flat_key(status.state, status.runs), status  # as ``_slim_entry`` reads it
 
     def _status_of(self, entry: _BatchEntry) -> TaskclusterStatus:
         """The status of a validated batch entry (a ``ProtocolError`` if about another task)."""
@@ -368,10 +374,7 @@ class TaskclusterSource(Backend[TaskclusterStatus]):
 
     def change_key(self, snapshot: TaskclusterStatus, reading: Reading) -> Hashable:
         """The reading plus every run's identity and outcome: a new run is a change."""
-        key: list[Any] = [reading.plain()]
-        for r in snapshot.runs:  # flat, as ``_slim_entry`` keeps them: one tuple, not one a run
-            key += (r.runId, r.state, r.reasonCreated, r.reasonResolved, r.workerGroup, r.workerId)
-        return tuple(key)
+        return _flat_key(reading.plain(), snapshot.runs)
 
     def order_key(self, snapshot: TaskclusterStatus, reading: Reading) -> tuple[int, ...]:
         """(number of runs, the latest run's rank): a retry run reading ``pending`` is newer
