@@ -188,3 +188,21 @@ async def test_an_entry_that_reads_the_same_again_is_not_decoded_again(
     assert slim_reads[0] + built[0] == expected
     if every is not None:  # completed: the kept running texts stopped matching
         assert built[0] == 2  # the page's last entry (no entry after it to end it) is decoded
+
+
+def test_the_emulators_batch_answer_is_one_instant(emulator: EmulatorClient) -> None:
+    """The emulated queue answers a batch as one read at one instant: runs that start in the
+    same answer carry the same stamps, and a task's fixed dates are written as the queue does
+    (milliseconds and a Z), the same at every read."""
+    ids = emulator.create_tasks("taskcluster", 1000, [step("running", polls=None)])
+    url = emulator.api_url("taskcluster") + "/api/queue/v1/tasks/status"
+    with httpx.Client(timeout=10) as http:
+        first, again = (http.post(url, json={"taskIds": ids}).json() for _ in range(2))
+    runs = [entry["status"]["runs"][0] for entry in first["statuses"]]
+    assert len({(r["started"], r["takenUntil"]) for r in runs}) == 1
+    stamp = runs[0]["started"]
+    assert len(stamp) == 24 and stamp[19] == "." and stamp.endswith("Z")
+    for before, after in zip(first["statuses"], again["statuses"], strict=True):
+        for field in ("deadline", "expires"):
+            assert before["status"][field] == after["status"][field]
+            assert before["status"][field].endswith("Z") and len(before["status"][field]) == 24
